@@ -1,0 +1,198 @@
+"""Wiring: the one module that assembles store, providers, simulator and worker pool.
+
+Every CLI command is a thin layer over a function here, and so is the Python API. Nothing else
+imports concrete provider adapters or starts servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+
+from runner.campaign import Campaign, CampaignSettings, ProviderConfig
+from runner.errors import InputError
+from runner.jobfile import load_jobfile
+from runner.limits import TokenBucket
+from runner.presets import simulated
+from runner.providers.factory import make_provider
+from runner.simulator import SimConfig, Simulator, serve
+from runner.states import SETTLED, TERMINAL, State
+from runner.store import Store, open_store
+from runner.worker.download import file_client
+from runner.worker.pool import CampaignRuntime, PoolOptions, RunReport, Worker
+
+log = logging.getLogger("runner")
+
+SIMULATOR_KEY = "simulator-placeholder-key"
+DB_ENV = "RUNNER_DB"
+
+# Exit codes, documented in the README and `runner --help`.
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 3
+
+
+def resolve_db(db: str | None, jobfile: str | os.PathLike[str] | None = None) -> str:
+    """--db, else $RUNNER_DB, else runner.db beside the job file, else ./runner.db."""
+    if db:
+        return db
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    if jobfile is not None:
+        return str(Path(jobfile).resolve().parent / "runner.db")
+    return "runner.db"
+
+
+def api_key(provider: ProviderConfig, campaign: str) -> str:
+    """The key from the environment variable the provider names; a clear error when unset."""
+    value = os.environ.get(provider.api_key_env, "").strip()
+    if not value:
+        raise InputError(
+            f"campaign {campaign!r} uses provider {provider.name!r}, whose API key is read from "
+            f"the environment variable {provider.api_key_env}, which is not set. Set it (for "
+            f"example `export {provider.api_key_env}=...`) and run the command again, or add "
+            "--simulate to try the campaign against the built-in simulator. Nothing was changed."
+        )
+    return value
+
+
+def check_keys(settings: Iterable[CampaignSettings], simulate: bool) -> None:
+    if not simulate:
+        for s in settings:
+            api_key(s.provider, s.name)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    campaign: Campaign
+    added: int
+    existing: int
+
+
+def submit(jobfile: str, db: str | None, *, simulate: bool = False) -> tuple[Store, Enqueued]:
+    """Validate a job file and enqueue its new jobs. Nothing is written when anything is wrong."""
+    campaign = load_jobfile(jobfile)
+    check_keys([campaign.settings], simulate)
+    store = open_store(resolve_db(db, jobfile))
+    result = store.enqueue(campaign)
+    store.set_halted(campaign.settings.name, None)
+    return store, Enqueued(campaign, result.added, result.existing)
+
+
+@asynccontextmanager
+async def _simulator(enabled: bool, config: SimConfig | None) -> AsyncIterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(serve, Simulator(config or SimConfig()))
+        log.info("simulator listening on %s", url)
+        try:
+            yield url
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def _runtimes(
+    store: Store,
+    names: Iterable[str],
+    sim_url: str | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> dict[str, CampaignRuntime]:
+    out: dict[str, CampaignRuntime] = {}
+    for name in names:
+        settings = store.settings(name)
+        provider = settings.provider
+        key = SIMULATOR_KEY if sim_url else api_key(provider, name)
+        if sim_url:
+            provider = simulated(provider, sim_url)
+        out[name] = CampaignRuntime(
+            settings=settings,
+            provider=make_provider(provider, key, transport=transport),
+            bucket=TokenBucket.per_minute(settings.limits.creates_per_minute, time.time()),
+        )
+    return out
+
+
+async def _watch_signals(worker: Worker, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not worker.stopping:
+                log.warning(
+                    "%s: finishing the jobs in hand, then stopping (again to stop at once)",
+                    signal.Signals(signum).name,
+                )
+                worker.request_stop()
+            else:
+                log.warning("stopping now; the database stays consistent")
+                scope.cancel()
+
+
+async def _progress(store: Store, names: list[str], every: float) -> None:
+    while True:
+        await anyio.sleep(every)
+        for name in names:
+            counts = await anyio.to_thread.run_sync(store.counts, name)
+            log.info("%s: %s", name, format_counts(counts.get(name, {})))
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = [f"{state.value} {counts[state.value]}" for state in State if counts.get(state.value)]
+    return f"{counts.get('done', 0)}/{total} done ({', '.join(parts) or 'no jobs'})"
+
+
+async def work(
+    store: Store,
+    names: list[str],
+    *,
+    simulate: bool = False,
+    sim_config: SimConfig | None = None,
+    options: PoolOptions | None = None,
+    handle_signals: bool = True,
+    progress_every: float = 10.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> RunReport:
+    """Work the named campaigns until they are settled (or, with exit_when_settled off, forever)."""
+    async with _simulator(simulate, sim_config) as sim_url:
+        runtimes = _runtimes(store, names, sim_url, transport)
+        files = file_client()
+        worker = Worker(store, runtimes, files, options)
+        try:
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(_watch_signals, worker, tg.cancel_scope)
+                if progress_every > 0:
+                    tg.start_soon(_progress, store, names, progress_every)
+                await worker.run()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await files.aclose()
+                for runtime in runtimes.values():
+                    await runtime.provider.aclose()
+        return worker.report
+
+
+def exit_code(store: Store, names: Iterable[str], report: RunReport) -> int:
+    """0 all done; 1 some jobs ended badly or need a decision; 3 stopped before the end."""
+    counts = store.counts()
+    settled = all(
+        State(state) in SETTLED for name in names for state in counts.get(name, {})
+    )
+    if report.halted or not settled:
+        return EXIT_STOPPED
+    bad = {s.value for s in (TERMINAL | {State.UNCERTAIN}) - {State.DONE}}
+    if any(counts.get(name, {}).get(state) for name in names for state in bad):
+        return EXIT_JOBS_FAILED
+    return EXIT_OK

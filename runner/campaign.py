@@ -1,0 +1,102 @@
+"""The validated shape of a campaign: plain, immutable values shared by every layer.
+
+The job-file loader (`runner.jobfile`) produces these; the store persists them; the worker and
+the providers read them. Nothing here does I/O, and nothing here holds an API key: a provider
+names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Style = Literal["replicate", "bfl"]
+Auth = Literal["bearer", "x-key"]
+PollMode = Literal["polling_url", "get_result"]
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """How to talk to one provider account. Built from a preset plus the job file's overrides."""
+
+    name: str  # the preset's name, or "custom"
+    style: Style
+    base_url: str  # root under which /v1/... lives; may carry a path prefix (aggregators)
+    auth: Auth
+    api_key_env: str  # the environment variable that holds the key; never the key itself
+    poll: PollMode = "polling_url"  # bfl style only
+    prefer_wait: int | None = None  # replicate style only: Prefer: wait=N on creates (1..60)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProviderConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_in_flight: int = 24  # jobs submitted and not yet finished at the provider
+    creates_per_minute: float = 600.0
+    max_attempts: int = 5  # creates that got a retryable answer count as attempts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """Everything about a campaign except its jobs. Persisted as JSON with the campaign row."""
+
+    name: str
+    provider: ProviderConfig
+    output_dir: str  # absolute path
+    filename_template: str  # see runner.naming for its fields
+    deadline_seconds: float | None = None  # per job, from its first submission
+    limits: Limits = field(default_factory=Limits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "provider": self.provider.to_dict(),
+            "output_dir": self.output_dir,
+            "filename_template": self.filename_template,
+            "deadline_seconds": self.deadline_seconds,
+            "limits": self.limits.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CampaignSettings:
+        return cls(
+            name=data["name"],
+            provider=ProviderConfig.from_dict(data["provider"]),
+            output_dir=data["output_dir"],
+            filename_template=data["filename_template"],
+            deadline_seconds=data.get("deadline_seconds"),
+            limits=Limits(**data.get("limits", {})),
+        )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to enqueue: one create call at the provider, one or more images back.
+
+    `key` is stable across runs of the same file (the user's id, or a hash of the effective
+    input), so enqueueing is idempotent. `meta` holds what produced the job and what file names
+    are made from: prompt, user id, variant, seed, index, slug.
+    """
+
+    key: str
+    index: int  # 1-based position in the expanded job list of the file
+    model: str
+    input: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    settings: CampaignSettings
+    jobs: list[JobSpec]
+    source: str = ""  # the job file's path, for messages
+    duplicates: int = 0  # prompts whose effective input repeated an earlier one (skipped)

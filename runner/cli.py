@@ -1,0 +1,242 @@
+"""The `runner` command line. Each command parses, calls one function of `runner.app`, formats.
+
+Exit codes: 0 every job done; 1 some jobs failed, were refused, expired or are uncertain;
+2 bad input or usage (nothing was changed); 3 stopped early (run the same command again to
+resume).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import anyio
+import click
+
+from runner import app
+from runner.errors import InputError
+from runner.simulator import SimConfig, Simulator, serve
+from runner.states import RETRYABLE_BY_USER, State
+from runner.store import DatabaseError, open_store
+from runner.store.migrate import current_revision, head_revision
+
+log = logging.getLogger("runner")
+
+EPILOG = (
+    "Exit codes: 0 all jobs done; 1 some jobs failed, were moderated, expired, were canceled or "
+    "are uncertain; 2 bad input or usage (nothing changed); 3 stopped early (resumable: run the "
+    "same command again)."
+)
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("runner")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # httpx logs every request at INFO; that is noise at the default level.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+class RunnerGroup(click.Group):
+    """Turns user mistakes into one paragraph and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (InputError, DatabaseError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(app.EXIT_BAD_INPUT)
+
+
+db_option = click.option(
+    "--db",
+    metavar="PATH|URL",
+    help="Database file or SQLAlchemy URL. Default: $RUNNER_DB, else runner.db beside the job "
+    "file (or in the current folder for commands without one).",
+)
+
+
+@click.group(cls=RunnerGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runner")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: every HTTP request).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Durable batch runner for image-generation APIs (Replicate, BFL, DeerAPI, CometAPI)."""
+    setup_logging(verbose, quiet)
+
+
+def _summary(store: Any, name: str) -> None:
+    counts = store.counts(name).get(name, {})
+    click.echo(f"{name}: {app.format_counts(counts)}")
+    if counts.get(State.UNCERTAIN.value):
+        click.echo(
+            f"{counts[State.UNCERTAIN.value]} job(s) are uncertain: their create got no answer "
+            "and may have been billed. Check the provider's dashboard, then "
+            f"`runner retry {name} --uncertain` to submit them again.",
+            err=True,
+        )
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("jobfile", type=click.Path(dir_okay=False))
+@db_option
+@click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no account).")
+def run(jobfile: str, db: str | None, simulate: bool) -> None:
+    """Enqueue JOBFILE's new jobs and work until every job of the campaign is settled.
+
+    Running the same command again resumes: nothing is submitted twice.
+    """
+    store, enq = app.submit(jobfile, db, simulate=simulate)
+    name = enq.campaign.settings.name
+    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+    report = anyio.run(lambda: app.work(store, [name], simulate=simulate))
+    _summary(store, name)
+    for reason in report.halted.values():
+        click.echo(f"stopped: {reason}", err=True)
+    sys.exit(app.exit_code(store, [name], report))
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("jobfile", type=click.Path(dir_okay=False))
+@db_option
+def submit(jobfile: str, db: str | None) -> None:
+    """Validate JOBFILE and enqueue its new jobs without working them."""
+    _, enq = app.submit(jobfile, db, simulate=True)
+    name = enq.campaign.settings.name
+    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+
+
+@cli.command(epilog=EPILOG)
+@db_option
+@click.option("--campaign", "campaigns", multiple=True, help="Only this campaign (repeatable).")
+@click.option("--until-empty", is_flag=True, help="Exit when nothing is left to do.")
+@click.option("--simulate", is_flag=True, help="Send every campaign to the built-in simulator.")
+def work(db: str | None, campaigns: tuple[str, ...], until_empty: bool, simulate: bool) -> None:
+    """Work the queue of an existing database."""
+    store = open_store(app.resolve_db(db), create=False)
+    names = list(campaigns) or store.campaign_names()
+    unknown = sorted(set(names) - set(store.campaign_names()))
+    if unknown:
+        raise InputError(f"no campaign named {', '.join(unknown)} in this database.")
+    app.check_keys([store.settings(n) for n in names], simulate)
+
+    async def loop() -> app.RunReport:
+        while True:
+            report = await app.work(store, names, simulate=simulate)
+            if until_empty or report.stopped_early or report.halted:
+                return report
+            await anyio.sleep(5)
+
+    report = anyio.run(loop)
+    for name in names:
+        _summary(store, name)
+    sys.exit(app.exit_code(store, names, report))
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("campaign", required=False)
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(campaign: str | None, db: str | None, as_json: bool) -> None:
+    """Counts of jobs per state, per campaign."""
+    store = open_store(app.resolve_db(db), create=False)
+    counts = store.counts(campaign)
+    if campaign and campaign not in store.campaign_names():
+        raise InputError(f"no campaign named {campaign!r} in this database.")
+    if as_json:
+        data = {
+            name: {"total": sum(c.values()), "states": dict(sorted(c.items()))}
+            for name, c in sorted(counts.items())
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not counts:
+        click.echo("no jobs")
+    for name, c in sorted(counts.items()):
+        click.echo(f"{name}: {app.format_counts(c)}")
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("campaign")
+@db_option
+@click.option(
+    "--state",
+    "states_",
+    default="failed,expired",
+    show_default=True,
+    help="Comma-separated states to send back to the queue.",
+)
+@click.option(
+    "--uncertain",
+    is_flag=True,
+    help="Also resubmit uncertain jobs (creates that may have been billed: you may pay twice).",
+)
+def retry(campaign: str, db: str | None, states_: str, uncertain: bool) -> None:
+    """Send finished-but-unsuccessful jobs of CAMPAIGN back to the queue."""
+    try:
+        wanted = {State(s.strip()) for s in states_.split(",") if s.strip()}
+    except ValueError:
+        allowed = ", ".join(sorted(s.value for s in RETRYABLE_BY_USER - {State.UNCERTAIN}))
+        raise InputError(f"--state takes a comma-separated list of: {allowed}.") from None
+    if uncertain:
+        wanted.add(State.UNCERTAIN)
+    if not wanted <= RETRYABLE_BY_USER:
+        bad = ", ".join(sorted(s.value for s in wanted - RETRYABLE_BY_USER))
+        raise InputError(f"jobs in state {bad} cannot be retried; they are not finished.")
+    if State.UNCERTAIN in wanted and not uncertain:
+        raise InputError("uncertain jobs may have been billed: say so with --uncertain.")
+    store = open_store(app.resolve_db(db), create=False)
+    if campaign not in store.campaign_names():
+        raise InputError(f"no campaign named {campaign!r} in this database.")
+    moved = store.retry(campaign, wanted)
+    click.echo(f"{campaign}: {moved} job(s) queued again")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, help="0 picks a free port.")
+@click.option("--config", "config_file", type=click.File(), help="SimConfig as JSON.")
+def simulate(host: str, port: int, config_file: Any) -> None:
+    """Serve the provider simulator (Replicate, BFL and aggregator routes) until stopped."""
+    config = SimConfig.from_dict(json.load(config_file)) if config_file else SimConfig()
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            url = await tg.start(serve, Simulator(config), host, port)
+            click.echo(f"simulator listening on {url}", err=False)
+            sys.stdout.flush()
+
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command()
+@db_option
+def upgrade(db: str | None) -> None:
+    """Create the database or bring its schema to the newest version."""
+    store = open_store(app.resolve_db(db))
+    click.echo(f"database at revision {current_revision(store.engine)} (head {head_revision()})")
+
+
+def main() -> None:
+    cli(prog_name="runner")

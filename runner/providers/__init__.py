@@ -1,0 +1,1 @@
+"""Provider adapters: one module per query style behind the `Provider` protocol."""

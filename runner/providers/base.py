@@ -1,0 +1,97 @@
+"""The provider protocol: the one small interface the worker uses to talk to any API.
+
+Each query style (Replicate, BFL) implements it in its own module and translates its own field
+names into the typed values below; no provider field name leaves its module. Errors are raised
+as `ProviderError`, classified once in `runner.providers.errors`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Phase(enum.StrEnum):
+    """Where a remote prediction is, in words common to both styles."""
+
+    PENDING = "pending"  # accepted, not started
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ABORTED = "aborted"  # deadline hit before it started; not billed
+    MODERATED = "moderated"
+    NOT_FOUND = "not_found"  # unknown or forgotten task (BFL answers this with HTTP 200)
+    UNKNOWN = "unknown"  # a status this code has never seen: not terminal, keep polling
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    phase: Phase
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    raw_status: str = ""
+    progress: float | None = None
+    cost: float | None = None
+    data_removed: bool = False
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What identifies a remote prediction; persisted before anything else happens to it."""
+
+    remote_id: str
+    polling_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    handle: Handle
+    status: RemoteStatus  # create answers may already be final (Replicate's Prefer: wait)
+    cost: float | None = None
+
+
+class ErrorKind(enum.StrEnum):
+    RATE_LIMITED = "rate_limited"  # 429: not billed, retry after a pause
+    AUTH = "auth"  # 401/403: every further call would fail the same way
+    NO_CREDIT = "no_credit"  # 402
+    INVALID = "invalid"  # 400/422, or 404 on create: the provider refused this input
+    NOT_FOUND = "not_found"  # 404 on a query
+    SERVER = "server"  # 5xx
+    TIMEOUT = "timeout"  # the request may have reached the server
+    NETWORK = "network"  # the connection failed before the request was sent
+    PROTOCOL = "protocol"  # an answer we cannot use (bad JSON, missing id)
+
+
+@dataclass
+class ProviderError(Exception):
+    kind: ErrorKind
+    message: str
+    status_code: int | None = None
+    retry_after: float | None = None
+    maybe_sent: bool = True  # False only when the request certainly never reached the server
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        code = f"HTTP {self.status_code}: " if self.status_code else ""
+        return f"{code}{self.message}"
+
+
+class Provider(Protocol):
+    """One provider account, in one query style."""
+
+    supports_cancel: bool
+
+    async def create(
+        self, model: str, input: dict[str, Any], *, deadline_seconds: float | None
+    ) -> Submission: ...
+
+    async def poll(self, handle: Handle) -> RemoteStatus: ...
+
+    async def cancel(self, handle: Handle) -> None: ...
+
+    async def aclose(self) -> None: ...

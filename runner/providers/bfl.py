@@ -1,0 +1,114 @@
+"""BFL-style API (Black Forest Labs itself, DeerAPI's /flux mirror).
+
+A create is `POST /v1/{model}` with the input as the body; the answer carries an id and a
+`polling_url`. With `poll: polling_url` that URL is used verbatim (BFL's hosts vary by region),
+but only when it belongs to the API's own domain: the key is never sent anywhere else. With
+`poll: get_result` (aggregators, whose polling_url points upstream) the runner queries
+`/v1/get_result?id=` on the configured base URL. There is no cancel and no list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from runner.campaign import ProviderConfig
+from runner.providers.base import ErrorKind, Handle, Phase, ProviderError, RemoteStatus, Submission
+from runner.providers.errors import request_json
+
+_PHASES = {
+    "Pending": Phase.PENDING,
+    "Ready": Phase.SUCCEEDED,
+    "Error": Phase.FAILED,
+    "Request Moderated": Phase.MODERATED,
+    "Content Moderated": Phase.MODERATED,
+    "Task not found": Phase.NOT_FOUND,
+}
+
+
+def _domain(host: str) -> str:
+    parts = host.lower().split(".")
+    if host.replace(".", "").isdigit() or len(parts) <= 2:
+        return host.lower()
+    return ".".join(parts[-2:])
+
+
+def same_api_domain(url: str, base_url: str) -> bool:
+    """Whether `url` may receive the key: http(s) on the base URL's host or its domain."""
+    target, base = urlsplit(url), urlsplit(base_url)
+    if target.scheme not in ("http", "https") or not target.hostname or not base.hostname:
+        return False
+    host = target.hostname.lower()
+    domain = _domain(base.hostname)
+    return host == base.hostname.lower() or host == domain or host.endswith("." + domain)
+
+
+def parse_result(body: Any) -> RemoteStatus:
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        raise ProviderError(ErrorKind.PROTOCOL, f"not a task result: {str(body)[:200]}")
+    raw = body["status"]
+    phase = _PHASES.get(raw, Phase.UNKNOWN)
+    result = body.get("result")
+    outputs: tuple[str, ...] = ()
+    if phase is Phase.SUCCEEDED and isinstance(result, dict):
+        sample = result.get("sample")
+        if isinstance(sample, str):
+            outputs = (sample,)
+        elif isinstance(sample, list):
+            outputs = tuple(x for x in sample if isinstance(x, str))
+    details = body.get("details")
+    error = None
+    if phase in (Phase.FAILED, Phase.MODERATED):
+        error = raw if not details else f"{raw}: {details}"
+    progress = body.get("progress")
+    return RemoteStatus(
+        phase=phase,
+        outputs=outputs,
+        error=error,
+        raw_status=raw,
+        progress=float(progress) if isinstance(progress, int | float) else None,
+    )
+
+
+class BflProvider:
+    supports_cancel = False
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+        self.base = config.base_url.rstrip("/")
+
+    async def create(
+        self, model: str, input: dict[str, Any], *, deadline_seconds: float | None
+    ) -> Submission:
+        _, answer = await request_json(
+            self.client, "POST", f"{self.base}/v1/{model}", "create", json=input
+        )
+        if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
+            raise ProviderError(ErrorKind.PROTOCOL, f"create answer has no id: {str(answer)[:200]}")
+        polling_url = answer.get("polling_url")
+        cost = answer.get("cost")
+        return Submission(
+            handle=Handle(answer["id"], polling_url if isinstance(polling_url, str) else None),
+            status=RemoteStatus(phase=Phase.PENDING, raw_status="Pending"),
+            cost=float(cost) if isinstance(cost, int | float) else None,
+        )
+
+    def status_url(self, handle: Handle) -> tuple[str, dict[str, str]]:
+        url = handle.polling_url
+        if self.config.poll == "polling_url" and url and same_api_domain(url, self.base):
+            return url, {}
+        return f"{self.base}/v1/get_result", {"id": handle.remote_id}
+
+    async def poll(self, handle: Handle) -> RemoteStatus:
+        url, params = self.status_url(handle)
+        _, answer = await request_json(self.client, "GET", url, "poll", params=params)
+        return parse_result(answer)
+
+    async def cancel(self, handle: Handle) -> None:
+        raise ProviderError(ErrorKind.INVALID, "this API has no cancel", maybe_sent=False)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,384 @@
+"""The job state machine: states, legal moves, and what each event does to a job.
+
+Every function here is pure: it takes a job snapshot, an event and the time, and returns a
+`Change` (the state the job must still be in, the state it moves to, the columns to write). The
+store applies a change with `UPDATE ... WHERE state = :expected`, so a move that raced with
+another process is refused by the database, not by hope.
+
+    queued -> submitting -> running -> downloading -> done
+    terminal: done, failed, canceled, moderated, expired
+    uncertain: a create that may have been billed; only the user (or a reconciliation) moves it
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.providers.base import ErrorKind, Phase, ProviderError, RemoteStatus, Submission
+from runner.retry import RetryPolicy, backoff, next_poll_delay
+
+
+class State(enum.StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    MODERATED = "moderated"
+    EXPIRED = "expired"
+    UNCERTAIN = "uncertain"
+
+
+TERMINAL = frozenset({State.DONE, State.FAILED, State.CANCELED, State.MODERATED, State.EXPIRED})
+# Nothing more happens to these without the user: the campaign is finished when all jobs are here.
+SETTLED = TERMINAL | {State.UNCERTAIN}
+# Occupying a slot at the provider.
+IN_FLIGHT = frozenset({State.SUBMITTING, State.RUNNING})
+# States a user may send back to the queue with `runner retry`.
+RETRYABLE_BY_USER = frozenset(
+    {State.FAILED, State.CANCELED, State.MODERATED, State.EXPIRED, State.UNCERTAIN}
+)
+
+MOVES: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.SUBMITTING, State.CANCELED, State.EXPIRED}),
+    State.SUBMITTING: frozenset(
+        {
+            State.QUEUED,
+            State.RUNNING,
+            State.DOWNLOADING,
+            State.FAILED,
+            State.MODERATED,
+            State.CANCELED,
+            State.UNCERTAIN,
+        }
+    ),
+    State.RUNNING: frozenset(
+        {
+            State.RUNNING,
+            State.DOWNLOADING,
+            State.FAILED,
+            State.CANCELED,
+            State.MODERATED,
+            State.EXPIRED,
+        }
+    ),
+    State.DOWNLOADING: frozenset(
+        {State.DOWNLOADING, State.RUNNING, State.DONE, State.FAILED, State.EXPIRED}
+    ),
+    State.UNCERTAIN: frozenset({State.QUEUED, State.RUNNING, State.CANCELED}),
+    State.FAILED: frozenset({State.QUEUED}),
+    State.CANCELED: frozenset({State.QUEUED}),
+    State.MODERATED: frozenset({State.QUEUED}),
+    State.EXPIRED: frozenset({State.QUEUED}),
+    State.DONE: frozenset(),
+}
+
+
+class IllegalMove(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job row."""
+
+    id: int
+    campaign: str
+    key: str
+    index: int
+    provider: str
+    model: str
+    input: dict[str, Any]
+    meta: dict[str, Any]
+    state: State
+    attempts: int = 0
+    polls: int = 0
+    strikes: int = 0  # consecutive misses in the current phase (not-found polls, failed downloads)
+    remote_id: str | None = None
+    polling_url: str | None = None
+    output_urls: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    cost: float | None = None
+    next_attempt_at: float = 0.0
+    deadline_at: float | None = None
+    submitted_at: float | None = None
+    ready_at: float | None = None
+    finished_at: float | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Change:
+    job_id: int
+    expect: State
+    to: State
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.to not in MOVES[self.expect]:
+            raise IllegalMove(f"job {self.job_id}: {self.expect} -> {self.to} is not allowed")
+
+
+@dataclass(frozen=True)
+class Halt:
+    """The whole campaign must stop: every further call would fail the same way."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: Change
+    halt: Halt | None = None
+
+
+def _finish(job: Job, to: State, now: float, error: str | None, **values: Any) -> Change:
+    return Change(job.id, job.state, to, {"error": error, "finished_at": now, **values})
+
+
+def begin_submit(job: Job, now: float, deadline_seconds: float | None) -> Change:
+    """Persisted before the create call: if the process dies now, the job is not resent blindly."""
+    deadline_at = job.deadline_at
+    if deadline_at is None and deadline_seconds is not None:
+        deadline_at = now + deadline_seconds
+    return Change(
+        job.id,
+        job.state,
+        State.SUBMITTING,
+        {"attempts": job.attempts + 1, "submitted_at": now, "deadline_at": deadline_at},
+    )
+
+
+def remaining_deadline(job: Job, now: float) -> float | None:
+    return None if job.deadline_at is None else max(0.0, job.deadline_at - now)
+
+
+def on_created(job: Job, submission: Submission, now: float, rng: random.Random) -> Outcome:
+    """The create answered: store the handle first; the answer may already be final."""
+    values = {
+        "remote_id": submission.handle.remote_id,
+        "polling_url": submission.handle.polling_url,
+        "cost": submission.cost,
+        "error": None,
+    }
+    moved = Job(**{**job.__dict__, "state": State.RUNNING, **values})
+    outcome = on_status(moved, submission.status, now, rng)
+    change = outcome.change
+    return Outcome(Change(job.id, job.state, change.to, {**values, **change.values}), outcome.halt)
+
+
+def on_create_error(
+    job: Job, error: ProviderError, now: float, policy: RetryPolicy, rng: random.Random
+) -> Outcome:
+    """Decide what a failed create means. A create that may have been billed is never resent."""
+    if error.kind in (ErrorKind.AUTH, ErrorKind.NO_CREDIT):
+        # Not billed; give the attempt back and stop the campaign.
+        back = {"attempts": max(0, job.attempts - 1), "error": str(error)}
+        return Outcome(Change(job.id, job.state, State.QUEUED, back), Halt(_halt_text(error)))
+    if error.kind is ErrorKind.RATE_LIMITED:
+        wait = error.retry_after if error.retry_after is not None else backoff(1, policy, rng)
+        back = {"attempts": max(0, job.attempts - 1), "next_attempt_at": now + wait}
+        return Outcome(Change(job.id, job.state, State.QUEUED, back))
+    if error.kind is ErrorKind.INVALID:
+        return Outcome(_finish(job, State.FAILED, now, f"rejected by provider: {error}"))
+    if error.kind is ErrorKind.NETWORK and not error.maybe_sent:
+        return Outcome(_retry_or_fail(job, error, now, policy, rng))
+    # Timeouts, resets, 5xx, unreadable answers: the provider may have created (and billed) it.
+    return Outcome(
+        Change(
+            job.id,
+            job.state,
+            State.UNCERTAIN,
+            {"error": f"create may have been billed, no usable answer ({error})"},
+        )
+    )
+
+
+def _retry_or_fail(
+    job: Job, error: ProviderError, now: float, policy: RetryPolicy, rng: random.Random
+) -> Change:
+    if job.attempts >= policy.max_attempts:
+        return _finish(job, State.FAILED, now, f"gave up after {job.attempts} attempts: {error}")
+    wait = backoff(job.attempts, policy, rng)
+    return Change(
+        job.id, job.state, State.QUEUED, {"error": str(error), "next_attempt_at": now + wait}
+    )
+
+
+def on_status(job: Job, status: RemoteStatus, now: float, rng: random.Random) -> Outcome:
+    """A query (or a create answer) said where the prediction is."""
+    phase = status.phase
+    extra: dict[str, Any] = {}
+    if status.cost is not None:
+        extra["cost"] = status.cost
+    if phase is Phase.SUCCEEDED:
+        if not status.outputs:
+            if status.data_removed:
+                return Outcome(
+                    _finish(job, State.EXPIRED, now, "outputs removed by the provider", **extra)
+                )
+            return Outcome(_finish(job, State.FAILED, now, "succeeded without outputs", **extra))
+        return Outcome(
+            Change(
+                job.id,
+                job.state,
+                State.DOWNLOADING,
+                {
+                    "output_urls": list(status.outputs),
+                    "ready_at": now,
+                    "next_attempt_at": now,
+                    "error": None,
+                    "strikes": 0,
+                    **extra,
+                },
+            )
+        )
+    if phase is Phase.FAILED:
+        return Outcome(_finish(job, State.FAILED, now, status.error or status.raw_status, **extra))
+    if phase is Phase.MODERATED:
+        return Outcome(
+            _finish(job, State.MODERATED, now, status.error or status.raw_status, **extra)
+        )
+    if phase is Phase.CANCELED:
+        return Outcome(_finish(job, State.CANCELED, now, status.error or "canceled", **extra))
+    if phase is Phase.ABORTED:
+        reason = "aborted by the provider before it started (deadline); not billed"
+        return Outcome(_finish(job, State.CANCELED, now, reason, **extra))
+    if phase is Phase.NOT_FOUND:
+        return Outcome(_lost_or_retry(job, "task not found at the provider", now, rng))
+    # Pending, running, or a status never seen before: poll again later.
+    note = None if phase is not Phase.UNKNOWN else f"unknown status {status.raw_status!r}"
+    return Outcome(
+        Change(
+            job.id,
+            job.state,
+            State.RUNNING,
+            {
+                "polls": job.polls + 1,
+                "next_attempt_at": now + next_poll_delay(job.polls, rng),
+                "error": note,
+                "strikes": 0,
+                **extra,
+            },
+        )
+    )
+
+
+LOST_AFTER = 3  # consecutive "not found" answers before a job counts as lost
+
+
+def _lost_or_retry(job: Job, reason: str, now: float, rng: random.Random) -> Change:
+    misses = job.strikes + 1
+    if misses >= LOST_AFTER:
+        return _finish(job, State.FAILED, now, f"lost: {reason} ({misses} times)")
+    return Change(
+        job.id,
+        job.state,
+        State.RUNNING,
+        {
+            "strikes": misses,
+            "polls": job.polls + 1,
+            "next_attempt_at": now + next_poll_delay(job.polls, rng),
+            "error": reason,
+        },
+    )
+
+
+def on_poll_error(
+    job: Job, error: ProviderError, now: float, policy: RetryPolicy, rng: random.Random
+) -> Outcome:
+    """A query failed. Queries are free to repeat; only auth failures stop the campaign."""
+    if error.kind in (ErrorKind.AUTH, ErrorKind.NO_CREDIT):
+        keep = {"error": str(error)}
+        return Outcome(Change(job.id, job.state, job.state, keep), Halt(_halt_text(error)))
+    if error.kind is ErrorKind.NOT_FOUND:
+        return Outcome(_lost_or_retry(job, str(error), now, rng))
+    if error.kind is ErrorKind.RATE_LIMITED and error.retry_after is not None:
+        wait = error.retry_after
+    else:
+        wait = backoff(min(job.polls, 8), policy, rng)
+    return Outcome(
+        Change(
+            job.id,
+            job.state,
+            job.state,
+            {"polls": job.polls + 1, "next_attempt_at": now + wait, "error": str(error)},
+        )
+    )
+
+
+def on_deadline(job: Job, now: float) -> Change:
+    return _finish(job, State.EXPIRED, now, "the job's deadline passed before it finished")
+
+
+def on_downloaded(job: Job, files: list[dict[str, Any]], now: float) -> Change:
+    return _finish(job, State.DONE, now, None, files=files)
+
+
+def on_download_error(
+    job: Job,
+    error: str,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+    *,
+    url_gone: bool,
+) -> Change:
+    """A download failed. A gone URL cannot come back: the result is expired, not retried."""
+    if url_gone:
+        return _finish(job, State.EXPIRED, now, f"output URL no longer served: {error}")
+    tried = job.strikes + 1
+    if tried >= policy.max_download_attempts:
+        return _finish(job, State.FAILED, now, f"download failed {tried} times: {error}")
+    return Change(
+        job.id,
+        job.state,
+        State.DOWNLOADING,
+        {
+            "strikes": tried,
+            "next_attempt_at": now + backoff(tried, policy, rng),
+            "error": error,
+        },
+    )
+
+
+def user_retry(job: Job, now: float) -> Change:
+    """`runner retry`: the user's say-so to try again (for uncertain jobs: to pay again)."""
+    return Change(
+        job.id,
+        job.state,
+        State.QUEUED,
+        {
+            "attempts": 0,
+            "polls": 0,
+            "error": None,
+            "next_attempt_at": now,
+            "remote_id": None,
+            "polling_url": None,
+            "output_urls": [],
+            "deadline_at": None,
+            "finished_at": None,
+            "strikes": 0,
+        },
+    )
+
+
+def _halt_text(error: ProviderError) -> str:
+    if error.kind is ErrorKind.AUTH:
+        return (
+            f"the provider refused the API key ({error}). Check that the environment variable "
+            "holds a valid key for this provider, then run the same command again."
+        )
+    return (
+        f"the provider says the account is out of credit ({error}). Add credit, then run the "
+        "same command again; nothing was lost."
+    )

@@ -1,0 +1,186 @@
+"""Functions that build SQL statements. They run nothing; `runner.store.store` runs them.
+
+Kept apart so each statement can be compiled and inspected for SQLite and PostgreSQL in tests,
+and so the hot statements (claiming, applying a change) are visible in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Executable
+
+from runner.states import State
+from runner.store.schema import campaigns, jobs
+
+
+def insert_jobs_ignoring_existing(dialect: str, rows: Sequence[dict[str, Any]]) -> Executable:
+    """INSERT that skips rows whose (campaign, key) already exists: enqueue is idempotent."""
+    if dialect == "postgresql":
+        return postgresql.insert(jobs).values(list(rows)).on_conflict_do_nothing(
+            index_elements=["campaign", "key"]
+        )
+    return sqlite.insert(jobs).values(list(rows)).on_conflict_do_nothing(
+        index_elements=["campaign", "key"]
+    )
+
+
+def existing_keys(campaign: str, keys: Sequence[str]) -> Executable:
+    return sa.select(jobs.c.key).where(jobs.c.campaign == campaign, jobs.c.key.in_(keys))
+
+
+def max_index(campaign: str) -> Executable:
+    return sa.select(sa.func.coalesce(sa.func.max(jobs.c.idx), 0)).where(
+        jobs.c.campaign == campaign
+    )
+
+
+def upsert_campaign(dialect: str, name: str, settings: dict[str, Any], now: float) -> Executable:
+    values = {"name": name, "settings": settings, "created_at": now, "updated_at": now}
+    stmt: Any = (
+        postgresql.insert(campaigns) if dialect == "postgresql" else sqlite.insert(campaigns)
+    ).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"settings": settings, "updated_at": now}
+    )
+
+
+def claim(
+    dialect: str,
+    *,
+    state: State,
+    campaigns_: Iterable[str],
+    owner: str,
+    now: float,
+    lease_until: float,
+    limit: int,
+    order_by: Sequence[Any] = (),
+) -> Executable:
+    """Lease up to `limit` due, unleased (or lease-expired) jobs of `state`, in one statement.
+
+    SQLite: `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`, under BEGIN IMMEDIATE.
+    PostgreSQL: the same with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on
+    each other nor take the same row.
+    """
+    pick = (
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.state == state.value,
+            jobs.c.campaign.in_(list(campaigns_)),
+            jobs.c.next_attempt_at <= now,
+            sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now),
+        )
+        .order_by(*(order_by or (jobs.c.next_attempt_at, jobs.c.id)))
+        .limit(limit)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(pick.scalar_subquery()))
+        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .returning(*jobs.c)
+    )
+
+
+def apply_change(
+    job_id: int, expect: State, owner: str | None, values: dict[str, Any], now: float
+) -> Executable:
+    """Move one job, refused by the database unless it is still in `expect` (and still ours)."""
+    where = [jobs.c.id == job_id, jobs.c.state == expect.value]
+    if owner is not None:
+        where.append(jobs.c.lease_owner == owner)
+    return sa.update(jobs).where(*where).values(**values, updated_at=now)
+
+
+def release_lease(job_id: int, owner: str) -> Executable:
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+
+
+def renew_leases(owner: str, lease_until: float) -> Executable:
+    return (
+        sa.update(jobs)
+        .where(jobs.c.lease_owner == owner)
+        .values(lease_expires_at=lease_until)
+    )
+
+
+def release_leases(owners: Sequence[str]) -> Executable:
+    """Expire the leases of owners known to be dead, so their jobs are taken back at once."""
+    return sa.update(jobs).where(jobs.c.lease_owner.in_(owners)).values(lease_expires_at=0.0)
+
+
+def lease_owners() -> Executable:
+    return sa.select(jobs.c.lease_owner).where(jobs.c.lease_owner.is_not(None)).distinct()
+
+
+def orphaned_submits(now: float, error: str) -> Executable:
+    """Creates whose process died mid-call may have been billed: they become uncertain."""
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.state == State.SUBMITTING.value,
+            jobs.c.lease_expires_at < now,
+        )
+        .values(
+            state=State.UNCERTAIN.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            error=error,
+            updated_at=now,
+        )
+    )
+
+
+def count_by_state(campaign: str | None = None) -> Executable:
+    stmt = sa.select(jobs.c.campaign, jobs.c.state, sa.func.count()).group_by(
+        jobs.c.campaign, jobs.c.state
+    )
+    if campaign is not None:
+        stmt = stmt.where(jobs.c.campaign == campaign)
+    return stmt
+
+
+def count_in_states(campaign: str, states: Iterable[State]) -> Executable:
+    return sa.select(sa.func.count()).where(
+        jobs.c.campaign == campaign, jobs.c.state.in_([s.value for s in states])
+    )
+
+
+def next_due(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
+    return sa.select(sa.func.min(jobs.c.next_attempt_at)).where(
+        jobs.c.campaign.in_(list(campaigns_)),
+        jobs.c.state.in_([s.value for s in states]),
+    )
+
+
+def select_jobs(
+    campaign: str, states: Iterable[State] | None = None, after_id: int = 0, limit: int = 1000
+) -> Executable:
+    stmt = sa.select(jobs).where(jobs.c.campaign == campaign, jobs.c.id > after_id)
+    if states is not None:
+        stmt = stmt.where(jobs.c.state.in_([s.value for s in states]))
+    return stmt.order_by(jobs.c.id).limit(limit)
+
+
+def campaign_row(name: str) -> Executable:
+    return sa.select(campaigns).where(campaigns.c.name == name)
+
+
+def campaign_names() -> Executable:
+    return sa.select(campaigns.c.name).order_by(campaigns.c.name)
+
+
+def set_halted(name: str, reason: str | None, now: float) -> Executable:
+    return (
+        sa.update(campaigns)
+        .where(campaigns.c.name == name)
+        .values(halted=reason, updated_at=now)
+    )

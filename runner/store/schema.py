@@ -1,0 +1,64 @@
+"""The tables, as SQLAlchemy Core metadata. Alembic migrations must produce exactly this.
+
+Times are epoch seconds (REAL / double precision): every decision function works on plain
+floats, and both SQLite and PostgreSQL compare them with the same indexes.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("halted", sa.Text, nullable=True),  # why work stopped (bad key, no credit)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "campaign",
+        sa.String(64),
+        sa.ForeignKey("campaigns.name", name="fk_jobs_campaign"),
+        nullable=False,
+    ),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(300), nullable=False),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("polls", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("strikes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("remote_id", sa.String(200), nullable=True),
+    sa.Column("polling_url", sa.Text, nullable=True),
+    sa.Column("output_urls", sa.JSON, nullable=True),
+    sa.Column("files", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("next_attempt_at", sa.Float, nullable=False, server_default="0"),
+    sa.Column("deadline_at", sa.Float, nullable=True),
+    sa.Column("submitted_at", sa.Float, nullable=True),
+    sa.Column("ready_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("campaign", "key", name="uq_jobs_campaign_key"),
+    # Claiming: due jobs of a state, oldest due first.
+    sa.Index("ix_jobs_state_due", "state", "next_attempt_at"),
+    # Status: counts per campaign and state.
+    sa.Index("ix_jobs_campaign_state", "campaign", "state"),
+    sa.Index("ix_jobs_lease_owner", "lease_owner"),
+)

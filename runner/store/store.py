@@ -1,0 +1,342 @@
+"""The one place that runs SQL: opens the database, migrates it, runs the statements.
+
+SQLite is opened in WAL mode with a busy timeout, and every write transaction takes the write
+lock up front (BEGIN IMMEDIATE), so two processes never deadlock upgrading a read lock; reads
+use a deferred BEGIN. The store is synchronous: the async worker calls it from a worker thread.
+It never holds an API key; it holds the name of the variable that does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from runner.campaign import Campaign, CampaignSettings
+from runner.states import IN_FLIGHT, Change, Job, State
+from runner.store import migrate, queries
+from runner.store.schema import jobs
+
+BUSY_TIMEOUT_MS = 30_000
+ORPHANED_SUBMIT = (
+    "the process submitting this job stopped before the provider's answer was saved; it may "
+    "have been created and billed. Check the provider, then `runner retry --uncertain` to "
+    "submit again"
+)
+
+
+class DatabaseError(Exception):
+    """The database cannot be used as asked (missing, not a runner database, too new)."""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    added: int
+    existing: int
+
+
+def database_url(db: str) -> str:
+    """Accept a SQLAlchemy URL or a plain file path."""
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event, not pysqlite, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def open_store(db: str, *, create: bool = True) -> Store:
+    """Open (and, when `create`, make) a database and bring its schema to the newest version."""
+    url = database_url(db)
+    path = _sqlite_path(sa.make_url(url))
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise DatabaseError(
+                    f"no runner database at {path}. Pass --db with the right path or URL "
+                    "(or set RUNNER_DB), or run a job file first to create one."
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the first byte: the database records prompts and provider URLs.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        elif path.is_dir():
+            raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
+    engine = _make_engine(url)
+    try:
+        migrate.upgrade(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseError(f"cannot open the database at {url}: {exc}") from exc
+    return Store(engine)
+
+
+def _row_to_job(row: Any) -> Job:
+    m = row._mapping
+    return Job(
+        id=m["id"],
+        campaign=m["campaign"],
+        key=m["key"],
+        index=m["idx"],
+        provider=m["provider"],
+        model=m["model"],
+        input=m["input"],
+        meta=m["meta"] or {},
+        state=State(m["state"]),
+        attempts=m["attempts"],
+        polls=m["polls"],
+        strikes=m["strikes"],
+        remote_id=m["remote_id"],
+        polling_url=m["polling_url"],
+        output_urls=m["output_urls"] or [],
+        files=m["files"] or [],
+        error=m["error"],
+        cost=m["cost"],
+        next_attempt_at=m["next_attempt_at"],
+        deadline_at=m["deadline_at"],
+        submitted_at=m["submitted_at"],
+        ready_at=m["ready_at"],
+        finished_at=m["finished_at"],
+        lease_owner=m["lease_owner"],
+        lease_expires_at=m["lease_expires_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(readonly=True) as conn, conn.begin():
+            yield conn
+
+    # -- campaigns -------------------------------------------------------------------------
+
+    def enqueue(self, campaign: Campaign, now: float | None = None) -> EnqueueResult:
+        """Add the campaign's new jobs in one transaction; jobs already there are left alone."""
+        now = time.time() if now is None else now
+        name = campaign.settings.name
+        rows = [
+            {
+                "campaign": name,
+                "key": spec.key,
+                "idx": spec.index,
+                "provider": campaign.settings.provider.name,
+                "model": spec.model,
+                "input": spec.input,
+                "meta": spec.meta,
+                "state": State.QUEUED.value,
+                "next_attempt_at": 0.0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for spec in campaign.jobs
+        ]
+        count = sa.select(sa.func.count()).where(jobs.c.campaign == name)
+        with self.write() as conn:
+            conn.execute(
+                queries.upsert_campaign(self.dialect, name, campaign.settings.to_dict(), now)
+            )
+            before = conn.execute(count).scalar_one()
+            for chunk in _chunks(rows, 500):
+                conn.execute(queries.insert_jobs_ignoring_existing(self.dialect, chunk))
+            after = conn.execute(count).scalar_one()
+        added = after - before
+        return EnqueueResult(added=added, existing=len(rows) - added)
+
+    def count_new(self, campaign: Campaign) -> int:
+        """How many of the campaign's jobs are not in the database yet (for --dry-run)."""
+        keys = [spec.key for spec in campaign.jobs]
+        seen = 0
+        with self.read() as conn:
+            for chunk in _chunks(keys, 500):
+                stmt = queries.existing_keys(campaign.settings.name, chunk)
+                seen += len(conn.execute(stmt).all())
+        return len(keys) - seen
+
+    def settings(self, name: str) -> CampaignSettings:
+        with self.read() as conn:
+            row = conn.execute(queries.campaign_row(name)).first()
+        if row is None:
+            raise DatabaseError(f"no campaign named {name!r} in this database")
+        return CampaignSettings.from_dict(row._mapping["settings"])
+
+    def halted(self, name: str) -> str | None:
+        with self.read() as conn:
+            row = conn.execute(queries.campaign_row(name)).first()
+        return None if row is None else row._mapping["halted"]
+
+    def set_halted(self, name: str, reason: str | None, now: float | None = None) -> None:
+        with self.write() as conn:
+            conn.execute(queries.set_halted(name, reason, time.time() if now is None else now))
+
+    def campaign_names(self) -> list[str]:
+        with self.read() as conn:
+            return list(conn.execute(queries.campaign_names()).scalars())
+
+    # -- the worker's statements -----------------------------------------------------------
+
+    def claim(
+        self,
+        state: State,
+        campaigns: Iterable[str],
+        *,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        limit: int,
+        order_by: Sequence[Any] = (),
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        stmt = queries.claim(
+            self.dialect,
+            state=state,
+            campaigns_=campaigns,
+            owner=owner,
+            now=now,
+            lease_until=now + lease_seconds,
+            limit=limit,
+            order_by=order_by,
+        )
+        with self.write() as conn:
+            return [_row_to_job(row) for row in conn.execute(stmt)]
+
+    def apply(self, change: Change, *, owner: str | None, release: bool = True) -> bool:
+        """Write a state change; False when the job was no longer where the change expected."""
+        values = {"state": change.to.value, **change.values}
+        if release:
+            values.update(lease_owner=None, lease_expires_at=None)
+        stmt = queries.apply_change(change.job_id, change.expect, owner, values, time.time())
+        with self.write() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+
+    def release(self, job_id: int, owner: str) -> None:
+        with self.write() as conn:
+            conn.execute(queries.release_lease(job_id, owner))
+
+    def renew_leases(self, owner: str, lease_until: float) -> None:
+        with self.write() as conn:
+            conn.execute(queries.renew_leases(owner, lease_until))
+
+    def release_leases_of(self, is_dead: Any) -> int:
+        """Expire leases whose owner `is_dead(owner)` says is gone (a killed process)."""
+        with self.read() as conn:
+            owners = list(conn.execute(queries.lease_owners()).scalars())
+        dead = [owner for owner in owners if is_dead(owner)]
+        if not dead:
+            return 0
+        with self.write() as conn:
+            return int(conn.execute(queries.release_leases(dead)).rowcount)  # type: ignore[attr-defined]
+
+    def mark_orphaned_submits(self, now: float) -> int:
+        with self.write() as conn:
+            result = conn.execute(queries.orphaned_submits(now, ORPHANED_SUBMIT))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def in_flight(self, campaign: str) -> int:
+        with self.read() as conn:
+            return int(conn.execute(queries.count_in_states(campaign, IN_FLIGHT)).scalar_one())
+
+    def next_due(self, campaigns: Iterable[str], states: Iterable[State]) -> float | None:
+        with self.read() as conn:
+            value = conn.execute(queries.next_due(campaigns, states)).scalar_one()
+        return None if value is None else float(value)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def counts(self, campaign: str | None = None) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        with self.read() as conn:
+            for name, state, n in conn.execute(queries.count_by_state(campaign)):
+                out.setdefault(name, {})[state] = n
+        return out
+
+    def jobs(
+        self, campaign: str, states: Iterable[State] | None = None, batch: int = 1000
+    ) -> Iterator[Job]:
+        """Every job of a campaign in id order, read in batches (memory stays flat)."""
+        wanted = None if states is None else list(states)
+        after = 0
+        while True:
+            with self.read() as conn:
+                rows = conn.execute(queries.select_jobs(campaign, wanted, after, batch)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _row_to_job(row)
+            after = rows[-1]._mapping["id"]
+
+    def retry(self, campaign: str, states: Iterable[State], now: float | None = None) -> int:
+        """Send jobs in `states` back to the queue (the user's decision). Returns how many."""
+        from runner.states import user_retry
+
+        now = time.time() if now is None else now
+        moved = 0
+        with self.write() as conn:
+            stmt = sa.select(jobs).where(
+                jobs.c.campaign == campaign,
+                jobs.c.state.in_([s.value for s in states]),
+                sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now),
+            )
+            for row in conn.execute(stmt).all():
+                change = user_retry(_row_to_job(row), now)
+                values = {"state": change.to.value, **change.values}
+                upd = queries.apply_change(change.job_id, change.expect, None, values, now)
+                moved += conn.execute(upd).rowcount  # type: ignore[attr-defined]
+        return moved
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,1 @@
+"""The async worker pool and the downloads it makes."""

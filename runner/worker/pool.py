@@ -1,0 +1,376 @@
+"""The async worker: claims due jobs from the store and drives them through the providers.
+
+One task group owns every task: a scheduler loop that claims work in batches, a heartbeat that
+renews the leases of jobs in hand, and one short task per job in hand (bounded by the pool's
+sizes, so the number of tasks never grows with the queue). Decisions come from `runner.states`;
+this module only sequences I/O: persist, call, persist. It never branches on the provider: the
+adapter behind the `Provider` protocol decides.
+
+Stopping: `request_stop()` (first Ctrl-C) stops claiming and lets jobs in hand finish; cancelling
+the task group (second Ctrl-C) interrupts them, and each job's shielded cleanup still leaves the
+database consistent (an interrupted create is recorded as uncertain, never as unsent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from runner import states
+from runner.campaign import CampaignSettings
+from runner.limits import TokenBucket
+from runner.naming import render_filename
+from runner.providers.base import Handle, Provider, ProviderError
+from runner.retry import RetryPolicy, time_scale
+from runner.states import SETTLED, Change, Job, Outcome, State
+from runner.store import Store
+from runner.store.schema import jobs as jobs_table
+from runner.worker.download import DownloadError, download, remove_stale_temps
+
+log = logging.getLogger("runner.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    submitters: int = 16  # create calls at once (also bounded by each campaign's max in flight)
+    pollers: int = 32
+    downloaders: int = 8
+    tick: float = 0.5  # longest sleep between looks at the queue
+    lease_seconds: float = 60.0
+    sweep_every: float = 5.0
+    exit_when_settled: bool = True  # False: keep working the queue until stopped
+
+
+@dataclass
+class CampaignRuntime:
+    settings: CampaignSettings
+    provider: Provider
+    bucket: TokenBucket
+    halted: str | None = None
+
+
+@dataclass
+class RunReport:
+    submitted: int = 0
+    polled: int = 0
+    downloaded: int = 0
+    halted: dict[str, str] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def make_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def owner_is_dead(owner: str, me: str) -> bool:
+    """Whether a lease owner is a process on this host that no longer runs."""
+    if owner == me:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, _token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine: its lease expires on its own
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an earlier incarnation of this very pid (pid reuse) is gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def file_fields(settings: CampaignSettings, job: Job) -> dict[str, Any]:
+    meta = job.meta
+    return {
+        "campaign": settings.name,
+        "index": job.index,
+        "key": job.key,
+        "id": meta.get("id") or job.key,
+        "slug": meta.get("slug") or "image",
+        "variant": meta.get("variant", 0),
+        "seed": "" if meta.get("seed") is None else meta["seed"],
+        "model": job.model.replace("/", "-").replace(":", "-"),
+    }
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        campaigns: dict[str, CampaignRuntime],
+        files: httpx.AsyncClient,
+        options: PoolOptions | None = None,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.campaigns = campaigns
+        self.files = files
+        self.options = options or PoolOptions()
+        self.owner = owner or make_owner()
+        self.rng = rng or random.Random()
+        self.clock = clock
+        scale = time_scale()
+        self.policy = RetryPolicy(scale=scale)
+        self.report = RunReport()
+        self.in_hand = {"submit": 0, "poll": 0, "download": 0}
+        self._stop = anyio.Event()
+        self._wake = anyio.Event()
+        self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _db_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db)
+
+    async def _apply(self, change: Change, *, release: bool = True) -> bool:
+        with anyio.CancelScope(shield=True):
+            ok = await self._db_call(self.store.apply, change, owner=self.owner, release=release)
+        if not ok:
+            log.warning("job %s changed under us; left as it is", change.job_id)
+        return ok
+
+    async def _release(self, job: Job) -> None:
+        """Give a job back untouched: it keeps its state and is claimable again at once."""
+        with anyio.CancelScope(shield=True):
+            await self._db_call(self.store.release, job.id, self.owner)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Stop claiming; jobs in hand finish. Idempotent."""
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- main loop -------------------------------------------------------------------------
+
+    async def run(self) -> RunReport:
+        names = list(self.campaigns)
+        released = await self._db_call(
+            self.store.release_leases_of, lambda o: owner_is_dead(o, self.owner)
+        )
+        if released:
+            log.info("took back %d jobs held by a stopped process", released)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat)
+            try:
+                await self._schedule(tg, names)
+            finally:
+                tg.cancel_scope.cancel()
+        return self.report
+
+    async def _schedule(self, tg: anyio.abc.TaskGroup, names: list[str]) -> None:
+        last_sweep = 0.0
+        while True:
+            now = self.clock()
+            active = [n for n in names if self.campaigns[n].halted is None]
+            if self.stopping or not active:
+                if sum(self.in_hand.values()) == 0:
+                    self.report.stopped_early = True
+                    return
+            else:
+                if now - last_sweep >= self.options.sweep_every:
+                    await self._db_call(self.store.mark_orphaned_submits, now)
+                    last_sweep = now
+                await self._claim_and_start(tg, active, now)
+                if self.options.exit_when_settled and sum(self.in_hand.values()) == 0:
+                    if await self._db_call(self._all_settled, names):
+                        return
+            await self._sleep(active)
+
+    def _all_settled(self, names: Iterable[str]) -> bool:
+        for name in names:
+            counts = self.store.counts(name).get(name, {})
+            if any(State(s) not in SETTLED and n for s, n in counts.items()):
+                return False
+        return True
+
+    async def _sleep(self, active: list[str]) -> None:
+        self._wake = anyio.Event()
+        delay = self.options.tick
+        if active and not self.stopping:
+            due = await self._db_call(
+                self.store.next_due, active, (State.QUEUED, State.RUNNING, State.DOWNLOADING)
+            )
+            if due is not None:
+                delay = min(delay, max(0.01, due - self.clock()))
+        with anyio.move_on_after(delay):
+            await self._wake.wait()
+
+    async def _claim_and_start(self, tg: anyio.abc.TaskGroup, active: list[str], now: float) -> None:
+        opts = self.options
+        claim = partial(
+            self.store.claim, owner=self.owner, now=now, lease_seconds=opts.lease_seconds
+        )
+        # Downloads first: a finished result is paid for and its URL is about to expire.
+        free = opts.downloaders - self.in_hand["download"]
+        order = (jobs_table.c.ready_at, jobs_table.c.id)
+        for job in await self._db_call(claim, State.DOWNLOADING, active, limit=free, order_by=order):
+            self._start(tg, "download", self._download, job)
+        free = opts.pollers - self.in_hand["poll"]
+        for job in await self._db_call(claim, State.RUNNING, active, limit=free):
+            self._start(tg, "poll", self._poll, job)
+        for name in active:
+            runtime = self.campaigns[name]
+            in_flight = await self._db_call(self.store.in_flight, name)
+            free = min(
+                runtime.settings.limits.max_in_flight - in_flight,
+                opts.submitters - self.in_hand["submit"],
+                runtime.bucket.available(now),
+            )
+            for job in await self._db_call(claim, State.QUEUED, [name], limit=free):
+                runtime.bucket.take(now)
+                self._start(tg, "submit", self._submit, job)
+
+    def _start(self, tg: anyio.abc.TaskGroup, kind: str, fn: Callable[[Job], Any], job: Job) -> None:
+        self.in_hand[kind] += 1
+
+        async def run() -> None:
+            try:
+                await fn(job)
+            except Exception:  # a bug must not take the other jobs down; the job is released
+                log.exception("unexpected error on job %s (%s)", job.key, kind)
+                with anyio.CancelScope(shield=True):
+                    await self._release(job)
+            finally:
+                self.in_hand[kind] -= 1
+                self.wake()
+
+        tg.start_soon(run)
+
+    async def _heartbeat(self) -> None:
+        interval = self.options.lease_seconds / 4
+        while True:
+            await anyio.sleep(interval)
+            until = self.clock() + self.options.lease_seconds
+            await self._db_call(self.store.renew_leases, self.owner, until)
+
+    async def _settle(self, job: Job, outcome: Outcome) -> None:
+        await self._apply(outcome.change)
+        if outcome.halt is not None:
+            runtime = self.campaigns[job.campaign]
+            if runtime.halted is None:
+                runtime.halted = outcome.halt.reason
+                self.report.halted[job.campaign] = outcome.halt.reason
+                log.error("campaign %s stopped: %s", job.campaign, outcome.halt.reason)
+                with anyio.CancelScope(shield=True):
+                    await self._db_call(self.store.set_halted, job.campaign, outcome.halt.reason)
+
+    # -- one job ---------------------------------------------------------------------------
+
+    async def _submit(self, job: Job) -> None:
+        runtime = self.campaigns[job.campaign]
+        now = self.clock()
+        if job.deadline_at is not None and now > job.deadline_at:
+            await self._apply(states.on_deadline(job, now))
+            return
+        begin = states.begin_submit(job, now, runtime.settings.deadline_seconds)
+        if not await self._apply(begin, release=False):
+            return
+        job = Job(**{**job.__dict__, "state": State.SUBMITTING, **begin.values})
+        try:
+            submission = await runtime.provider.create(
+                job.model, job.input, deadline_seconds=states.remaining_deadline(job, now)
+            )
+        except ProviderError as error:
+            outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
+            if outcome.change.to is State.QUEUED and error.retry_after is not None:
+                runtime.bucket.pause(self.clock() + error.retry_after)
+            log.info("create %s: %s -> %s", job.key, error, outcome.change.to)
+        except BaseException:
+            # Cancelled (second Ctrl-C) or a bug while the request may have been out: the
+            # provider may have created and billed it. Never resend blindly.
+            with anyio.CancelScope(shield=True):
+                reason = "interrupted while creating; it may have been created and billed"
+                await self._apply(Change(job.id, job.state, State.UNCERTAIN, {"error": reason}))
+            raise
+        else:
+            self.report.submitted += 1
+            outcome = states.on_created(job, submission, self.clock(), self.rng)
+        await self._settle(job, outcome)
+
+    async def _poll(self, job: Job) -> None:
+        runtime = self.campaigns[job.campaign]
+        now = self.clock()
+        if job.deadline_at is not None and now > job.deadline_at:
+            if runtime.provider.supports_cancel and job.remote_id:
+                try:
+                    await runtime.provider.cancel(Handle(job.remote_id, job.polling_url))
+                except ProviderError as error:
+                    log.info("cancel of %s after its deadline failed: %s", job.key, error)
+            await self._apply(states.on_deadline(job, self.clock()))
+            return
+        assert job.remote_id is not None
+        try:
+            status = await runtime.provider.poll(Handle(job.remote_id, job.polling_url))
+        except ProviderError as error:
+            outcome = states.on_poll_error(job, error, self.clock(), self.policy, self.rng)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release(job)
+            raise
+        else:
+            self.report.polled += 1
+            outcome = states.on_status(job, status, self.clock(), self.rng)
+            if status.phase.value == "unknown":
+                log.warning("job %s: unknown status %r, polling on", job.key, status.raw_status)
+        await self._settle(job, outcome)
+        if outcome.change.to is State.DOWNLOADING:
+            self.wake()
+
+    async def _download(self, job: Job) -> None:
+        settings = self.campaigns[job.campaign].settings
+        folder = Path(settings.output_dir)
+        fields = file_fields(settings, job)
+        saved = []
+        try:
+            for n, url in enumerate(job.output_urls, start=1):
+                tag = f"{settings.name}.{job.key}.{n}"
+                await anyio.to_thread.run_sync(remove_stale_temps, folder, tag)
+
+                def name_for(ext: str, n: int = n) -> str:
+                    return render_filename(
+                        settings.filename_template,
+                        fields,
+                        ext=ext,
+                        n=n,
+                        outputs=len(job.output_urls),
+                    )
+
+                saved.append(await download(self.files, url, folder, name_for, tag))
+        except DownloadError as error:
+            change = states.on_download_error(
+                job, str(error), self.clock(), self.policy, self.rng, url_gone=error.gone
+            )
+            log.info("download %s: %s -> %s", job.key, error, change.to)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release(job)
+            raise
+        else:
+            self.report.downloaded += 1
+            change = states.on_downloaded(job, [f.to_dict() for f in saved], self.clock())
+        await self._apply(change)
