@@ -1,0 +1,39 @@
+"""Builders for campaigns in tests, without going through a job file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.campaign import Campaign, CampaignSettings, JobSpec, Limits, ProviderConfig
+
+BFL = ProviderConfig(
+    name="bfl", style="bfl", base_url="https://api.bfl.ai", auth="x-key", api_key_env="BFL_API_KEY"
+)
+
+
+def campaign(
+    name: str = "c1",
+    n: int = 3,
+    out: Path | str = "/tmp/out",
+    provider: ProviderConfig = BFL,
+    limits: Limits | None = None,
+    start: int = 0,
+) -> Campaign:
+    settings = CampaignSettings(
+        name=name,
+        provider=provider,
+        output_dir=str(out),
+        filename_template="{index:05d}-{slug}.{ext}",
+        limits=limits or Limits(),
+    )
+    jobs = [
+        JobSpec(
+            key=f"k{i}",
+            index=i + 1,
+            model="flux-pro-1.1",
+            input={"prompt": f"prompt {i}"},
+            meta={"prompt": f"prompt {i}", "slug": f"prompt-{i}"},
+        )
+        for i in range(start, start + n)
+    ]
+    return Campaign(settings=settings, jobs=jobs)

@@ -1,0 +1,33 @@
+"""Migrations: empty to head, and the models match the migrated schema (no pending diff)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from runner.store import open_store
+from runner.store.migrate import current_revision, head_revision
+from runner.store.schema import metadata
+
+
+def test_empty_to_head_and_no_autogenerate_diff(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "m.db"))
+    assert current_revision(store.engine) == head_revision()
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert {"jobs", "campaigns", "alembic_version"} <= tables
+    store.close()
+
+
+def test_opening_twice_does_not_migrate_again(tmp_path: Path) -> None:
+    db = str(tmp_path / "m.db")
+    open_store(db).close()
+    store = open_store(db)
+    with store.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    store.close()

@@ -1,0 +1,44 @@
+"""Backoff, poll schedule and the token bucket: pure functions with a fixed RNG and clock."""
+
+from __future__ import annotations
+
+import random
+
+from runner.limits import TokenBucket
+from runner.retry import POLL_CAP, RetryPolicy, backoff, next_poll_delay
+
+
+def test_backoff_is_full_jitter_under_a_growing_capped_ceiling() -> None:
+    policy = RetryPolicy(base=2.0, cap=60.0)
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (10, 60.0)]:
+        waits = [backoff(attempt, policy, rng) for _ in range(500)]
+        assert all(0.0 <= w <= ceiling for w in waits)
+        assert max(waits) > 0.8 * ceiling  # full jitter spreads over the whole range
+        assert min(waits) < 0.2 * ceiling
+
+
+def test_backoff_scale_zero_means_no_wait() -> None:
+    assert backoff(5, RetryPolicy(scale=0.0), random.Random(1)) == 0.0
+
+
+def test_poll_delay_grows_and_is_capped() -> None:
+    rng = random.Random(3)
+    delays = [next_poll_delay(n, rng, scale=1.0) for n in range(20)]
+    assert delays[0] < 1.3
+    assert delays[5] > delays[0]
+    assert all(d <= POLL_CAP * 1.2 for d in delays)
+
+
+def test_token_bucket_rate_burst_and_pause() -> None:
+    bucket = TokenBucket.per_minute(60, now=0.0, burst_seconds=5)
+    assert bucket.available(0.0) == 5
+    for _ in range(5):
+        bucket.take(0.0)
+    assert bucket.available(0.0) == 0
+    assert bucket.next_token_at(0.0) == 1.0
+    assert bucket.available(2.0) == 2
+    bucket.pause(until=30.0)
+    assert bucket.available(10.0) == 0
+    assert bucket.next_token_at(10.0) == 30.0
+    assert bucket.available(30.0) == 5  # refilled to capacity, never beyond
