@@ -90,9 +90,11 @@ def submit(jobfile: str, db: str | None, *, simulate: bool = False) -> tuple[Sto
 
 
 @asynccontextmanager
-async def _simulator(enabled: bool, config: SimConfig | None) -> AsyncIterator[str | None]:
-    if not enabled:
-        yield None
+async def _simulator(
+    enabled: bool, config: SimConfig | None, url: str | None
+) -> AsyncIterator[str | None]:
+    if url or not enabled:
+        yield url
         return
     async with anyio.create_task_group() as tg:
         url = await tg.start(serve, Simulator(config or SimConfig()))
@@ -158,14 +160,19 @@ async def work(
     *,
     simulate: bool = False,
     sim_config: SimConfig | None = None,
+    sim_url: str | None = None,
     options: PoolOptions | None = None,
     handle_signals: bool = True,
     progress_every: float = 10.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunReport:
-    """Work the named campaigns until they are settled (or, with exit_when_settled off, forever)."""
-    async with _simulator(simulate, sim_config) as sim_url:
-        runtimes = _runtimes(store, names, sim_url, transport)
+    """Work the named campaigns until they are settled (or, with exit_when_settled off, forever).
+
+    `simulate` starts the built-in simulator in this process; `sim_url` uses one already
+    running (`runner simulate`) instead. Either way every provider is pointed at it.
+    """
+    async with _simulator(simulate, sim_config, sim_url) as url:
+        runtimes = _runtimes(store, names, url, transport)
         files = file_client()
         worker = Worker(store, runtimes, files, options)
         try:
@@ -187,9 +194,7 @@ async def work(
 def exit_code(store: Store, names: Iterable[str], report: RunReport) -> int:
     """0 all done; 1 some jobs ended badly or need a decision; 3 stopped before the end."""
     counts = store.counts()
-    settled = all(
-        State(state) in SETTLED for name in names for state in counts.get(name, {})
-    )
+    settled = all(State(state) in SETTLED for name in names for state in counts.get(name, {}))
     if report.halted or not settled:
         return EXIT_STOPPED
     bad = {s.value for s in (TERMINAL | {State.UNCERTAIN}) - {State.DONE}}

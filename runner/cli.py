@@ -7,6 +7,7 @@ resume).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -61,6 +62,16 @@ class RunnerGroup(click.Group):
             ctx.exit(app.EXIT_BAD_INPUT)
 
 
+simulate_option = click.option(
+    "--simulate", is_flag=True, help="Run against the built-in simulator (no account needed)."
+)
+simulator_url_option = click.option(
+    "--simulator-url",
+    metavar="URL",
+    envvar="RUNNER_SIMULATOR_URL",
+    help="Like --simulate, but use a simulator already running at URL (`runner simulate`).",
+)
+
 db_option = click.option(
     "--db",
     metavar="PATH|URL",
@@ -69,7 +80,9 @@ db_option = click.option(
 )
 
 
-@click.group(cls=RunnerGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=RunnerGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="runner")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: every HTTP request).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
@@ -93,16 +106,18 @@ def _summary(store: Any, name: str) -> None:
 @cli.command(epilog=EPILOG)
 @click.argument("jobfile", type=click.Path(dir_okay=False))
 @db_option
-@click.option("--simulate", is_flag=True, help="Run against the built-in simulator (no account).")
-def run(jobfile: str, db: str | None, simulate: bool) -> None:
+@simulate_option
+@simulator_url_option
+def run(jobfile: str, db: str | None, simulate: bool, simulator_url: str | None) -> None:
     """Enqueue JOBFILE's new jobs and work until every job of the campaign is settled.
 
     Running the same command again resumes: nothing is submitted twice.
     """
+    simulate = simulate or bool(simulator_url)
     store, enq = app.submit(jobfile, db, simulate=simulate)
     name = enq.campaign.settings.name
     click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
-    report = anyio.run(lambda: app.work(store, [name], simulate=simulate))
+    report = anyio.run(lambda: app.work(store, [name], simulate=simulate, sim_url=simulator_url))
     _summary(store, name)
     for reason in report.halted.values():
         click.echo(f"stopped: {reason}", err=True)
@@ -123,9 +138,17 @@ def submit(jobfile: str, db: str | None) -> None:
 @db_option
 @click.option("--campaign", "campaigns", multiple=True, help="Only this campaign (repeatable).")
 @click.option("--until-empty", is_flag=True, help="Exit when nothing is left to do.")
-@click.option("--simulate", is_flag=True, help="Send every campaign to the built-in simulator.")
-def work(db: str | None, campaigns: tuple[str, ...], until_empty: bool, simulate: bool) -> None:
+@simulate_option
+@simulator_url_option
+def work(
+    db: str | None,
+    campaigns: tuple[str, ...],
+    until_empty: bool,
+    simulate: bool,
+    simulator_url: str | None,
+) -> None:
     """Work the queue of an existing database."""
+    simulate = simulate or bool(simulator_url)
     store = open_store(app.resolve_db(db), create=False)
     names = list(campaigns) or store.campaign_names()
     unknown = sorted(set(names) - set(store.campaign_names()))
@@ -135,7 +158,7 @@ def work(db: str | None, campaigns: tuple[str, ...], until_empty: bool, simulate
 
     async def loop() -> app.RunReport:
         while True:
-            report = await app.work(store, names, simulate=simulate)
+            report = await app.work(store, names, simulate=simulate, sim_url=simulator_url)
             if until_empty or report.stopped_early or report.halted:
                 return report
             await anyio.sleep(5)
@@ -219,10 +242,8 @@ def simulate(host: str, port: int, config_file: Any) -> None:
             click.echo(f"simulator listening on {url}", err=False)
             sys.stdout.flush()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         anyio.run(main)
-    except KeyboardInterrupt:
-        pass
 
 
 @cli.group()

@@ -83,7 +83,9 @@ class ReplicateProvider:
         else:
             url = f"{self.base}/v1/models/{model}/predictions"
             body = {"input": input}
-        _, answer = await request_json(self.client, "POST", url, "create", json=body, headers=headers)
+        _, answer = await request_json(
+            self.client, "POST", url, "create", json=body, headers=headers
+        )
         status = parse_prediction(answer)
         remote_id = answer.get("id")
         if not isinstance(remote_id, str) or not remote_id:

@@ -20,11 +20,15 @@ from runner.store.schema import campaigns, jobs
 def insert_jobs_ignoring_existing(dialect: str, rows: Sequence[dict[str, Any]]) -> Executable:
     """INSERT that skips rows whose (campaign, key) already exists: enqueue is idempotent."""
     if dialect == "postgresql":
-        return postgresql.insert(jobs).values(list(rows)).on_conflict_do_nothing(
-            index_elements=["campaign", "key"]
+        return (
+            postgresql.insert(jobs)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["campaign", "key"])
         )
-    return sqlite.insert(jobs).values(list(rows)).on_conflict_do_nothing(
-        index_elements=["campaign", "key"]
+    return (
+        sqlite.insert(jobs)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=["campaign", "key"])
     )
 
 
@@ -105,11 +109,7 @@ def release_lease(job_id: int, owner: str) -> Executable:
 
 
 def renew_leases(owner: str, lease_until: float) -> Executable:
-    return (
-        sa.update(jobs)
-        .where(jobs.c.lease_owner == owner)
-        .values(lease_expires_at=lease_until)
-    )
+    return sa.update(jobs).where(jobs.c.lease_owner == owner).values(lease_expires_at=lease_until)
 
 
 def release_leases(owners: Sequence[str]) -> Executable:
@@ -180,7 +180,5 @@ def campaign_names() -> Executable:
 
 def set_halted(name: str, reason: str | None, now: float) -> Executable:
     return (
-        sa.update(campaigns)
-        .where(campaigns.c.name == name)
-        .values(halted=reason, updated_at=now)
+        sa.update(campaigns).where(campaigns.c.name == name).values(halted=reason, updated_at=now)
     )

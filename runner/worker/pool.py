@@ -31,7 +31,7 @@ import httpx
 from runner import states
 from runner.campaign import CampaignSettings
 from runner.limits import TokenBucket
-from runner.naming import render_filename
+from runner.naming import job_fields, render_filename
 from runner.providers.base import Handle, Provider, ProviderError
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Job, Outcome, State
@@ -93,20 +93,6 @@ def owner_is_dead(owner: str, me: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def file_fields(settings: CampaignSettings, job: Job) -> dict[str, Any]:
-    meta = job.meta
-    return {
-        "campaign": settings.name,
-        "index": job.index,
-        "key": job.key,
-        "id": meta.get("id") or job.key,
-        "slug": meta.get("slug") or "image",
-        "variant": meta.get("variant", 0),
-        "seed": "" if meta.get("seed") is None else meta["seed"],
-        "model": job.model.replace("/", "-").replace(":", "-"),
-    }
 
 
 class Worker:
@@ -196,10 +182,13 @@ class Worker:
                     await self._db_call(self.store.mark_orphaned_submits, now)
                     last_sweep = now
                 await self._claim_and_start(tg, active, now)
-                if self.options.exit_when_settled and sum(self.in_hand.values()) == 0:
-                    if await self._db_call(self._all_settled, names):
-                        return
+                idle = sum(self.in_hand.values()) == 0
+                if idle and self.options.exit_when_settled and await self._settled(names):
+                    return
             await self._sleep(active)
+
+    async def _settled(self, names: list[str]) -> bool:
+        return await self._db_call(self._all_settled, names)
 
     def _all_settled(self, names: Iterable[str]) -> bool:
         for name in names:
@@ -220,7 +209,9 @@ class Worker:
         with anyio.move_on_after(delay):
             await self._wake.wait()
 
-    async def _claim_and_start(self, tg: anyio.abc.TaskGroup, active: list[str], now: float) -> None:
+    async def _claim_and_start(
+        self, tg: anyio.abc.TaskGroup, active: list[str], now: float
+    ) -> None:
         opts = self.options
         claim = partial(
             self.store.claim, owner=self.owner, now=now, lease_seconds=opts.lease_seconds
@@ -228,7 +219,9 @@ class Worker:
         # Downloads first: a finished result is paid for and its URL is about to expire.
         free = opts.downloaders - self.in_hand["download"]
         order = (jobs_table.c.ready_at, jobs_table.c.id)
-        for job in await self._db_call(claim, State.DOWNLOADING, active, limit=free, order_by=order):
+        for job in await self._db_call(
+            claim, State.DOWNLOADING, active, limit=free, order_by=order
+        ):
             self._start(tg, "download", self._download, job)
         free = opts.pollers - self.in_hand["poll"]
         for job in await self._db_call(claim, State.RUNNING, active, limit=free):
@@ -245,7 +238,9 @@ class Worker:
                 runtime.bucket.take(now)
                 self._start(tg, "submit", self._submit, job)
 
-    def _start(self, tg: anyio.abc.TaskGroup, kind: str, fn: Callable[[Job], Any], job: Job) -> None:
+    def _start(
+        self, tg: anyio.abc.TaskGroup, kind: str, fn: Callable[[Job], Any], job: Job
+    ) -> None:
         self.in_hand[kind] += 1
 
         async def run() -> None:
@@ -344,7 +339,7 @@ class Worker:
     async def _download(self, job: Job) -> None:
         settings = self.campaigns[job.campaign].settings
         folder = Path(settings.output_dir)
-        fields = file_fields(settings, job)
+        fields = job_fields(settings.name, job)
         saved = []
         try:
             for n, url in enumerate(job.output_urls, start=1):

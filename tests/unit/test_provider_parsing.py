@@ -11,7 +11,9 @@ from runner.providers.errors import from_exception, from_response, parse_retry_a
 from runner.providers.replicate import is_version, parse_prediction
 
 
-def response(status: int, body: object = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def response(
+    status: int, body: object = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     return httpx.Response(status, json=body, headers=headers)
 
 
@@ -37,12 +39,20 @@ def test_classification(status: int, op: str, kind: ErrorKind) -> None:
 def test_messages_come_from_the_provider() -> None:
     replicate = response(
         422,
-        {"title": "Invalid", "detail": "bad input", "status": 422,
-         "invalid_fields": [{"type": "required", "field": "input.prompt", "description": "missing"}]},
+        {
+            "title": "Invalid",
+            "detail": "bad input",
+            "status": 422,
+            "invalid_fields": [
+                {"type": "required", "field": "input.prompt", "description": "missing"}
+            ],
+        },
     )
     msg = from_response(replicate, "create").message
     assert "bad input" in msg and "input.prompt: missing" in msg
-    bfl = response(422, {"detail": [{"loc": ["body", "width"], "msg": "multiple of 32", "type": "v"}]})
+    bfl = response(
+        422, {"detail": [{"loc": ["body", "width"], "msg": "multiple of 32", "type": "v"}]}
+    )
     assert from_response(bfl, "create").message == "width: multiple of 32"
 
 
@@ -91,7 +101,9 @@ def test_versions_and_key_safe_polling_hosts() -> None:
     assert not is_version("black-forest-labs/flux-schnell")
     assert same_api_domain("https://api.eu2.bfl.ai/v1/get_result?id=1", "https://api.bfl.ai")
     assert same_api_domain("https://gateway.bfl.ai/x", "https://api.bfl.ai")
-    assert not same_api_domain("https://api.eu2.bfl.ai/v1/get_result", "https://api.deerapi.com/flux")
+    assert not same_api_domain(
+        "https://api.eu2.bfl.ai/v1/get_result", "https://api.deerapi.com/flux"
+    )
     assert not same_api_domain("https://evil.example/bfl.ai", "https://api.bfl.ai")
     assert not same_api_domain("file:///etc/passwd", "https://api.bfl.ai")
     assert same_api_domain("http://127.0.0.1:5/eu2/v1/get_result", "http://127.0.0.1:5")

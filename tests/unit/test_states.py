@@ -24,8 +24,15 @@ POLICY = RetryPolicy(max_attempts=3)
 
 def job(state: State = State.QUEUED, **kw: object) -> Job:
     base: dict[str, object] = dict(
-        id=1, campaign="c", key="k", index=1, provider="bfl", model="m",
-        input={"prompt": "p"}, meta={}, state=state,
+        id=1,
+        campaign="c",
+        key="k",
+        index=1,
+        provider="bfl",
+        model="m",
+        input={"prompt": "p"},
+        meta={},
+        state=state,
     )
     base.update(kw)
     return Job(**base)  # type: ignore[arg-type]
@@ -172,10 +179,16 @@ def test_download_errors_retry_then_fail_and_gone_urls_expire() -> None:
     assert change.to is State.DOWNLOADING and change.values["strikes"] == 1
     exhausted = states.on_download_error(
         job(State.DOWNLOADING, strikes=POLICY.max_download_attempts - 1),
-        "reset", NOW, POLICY, rng(), url_gone=False,
+        "reset",
+        NOW,
+        POLICY,
+        rng(),
+        url_gone=False,
     )
     assert exhausted.to is State.FAILED
-    gone = states.on_download_error(job(State.DOWNLOADING), "403", NOW, POLICY, rng(), url_gone=True)
+    gone = states.on_download_error(
+        job(State.DOWNLOADING), "403", NOW, POLICY, rng(), url_gone=True
+    )
     assert gone.to is State.EXPIRED
 
 
