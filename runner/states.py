@@ -293,27 +293,33 @@ def _lost_or_retry(job: Job, reason: str, now: float, rng: random.Random) -> Cha
     )
 
 
+# Consecutive failed queries before a job is given up: answers that cannot get better (a 422,
+# an unreadable body) fail fast; transient ones (5xx, timeouts, 429) get a long backoff first.
+POLL_GIVE_UP_PERMANENT = 3
+POLL_GIVE_UP_TRANSIENT = 20
+_TRANSIENT = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.NETWORK, ErrorKind.RATE_LIMITED})
+
+
 def on_poll_error(
     job: Job, error: ProviderError, now: float, policy: RetryPolicy, rng: random.Random
 ) -> Outcome:
-    """A query failed. Queries are free to repeat; only auth failures stop the campaign."""
+    """A query failed. Queries are free to repeat, but not forever; auth stops the campaign."""
     if error.kind in (ErrorKind.AUTH, ErrorKind.NO_CREDIT):
         keep = {"error": str(error)}
         return Outcome(Change(job.id, job.state, job.state, keep), Halt(_halt_text(error)))
     if error.kind is ErrorKind.NOT_FOUND:
         return Outcome(_lost_or_retry(job, str(error), now, rng))
+    strikes = job.strikes + 1
+    limit = POLL_GIVE_UP_TRANSIENT if error.kind in _TRANSIENT else POLL_GIVE_UP_PERMANENT
+    if strikes >= limit:
+        reason = f"gave up after {strikes} failed status queries: {error}"
+        return Outcome(_finish(job, State.FAILED, now, reason))
     if error.kind is ErrorKind.RATE_LIMITED and error.retry_after is not None:
         wait = error.retry_after
     else:
-        wait = backoff(min(job.polls, 8), policy, rng)
-    return Outcome(
-        Change(
-            job.id,
-            job.state,
-            job.state,
-            {"polls": job.polls + 1, "next_attempt_at": now + wait, "error": str(error)},
-        )
-    )
+        wait = backoff(strikes, policy, rng)
+    values = {"polls": job.polls + 1, "strikes": strikes, "next_attempt_at": now + wait}
+    return Outcome(Change(job.id, job.state, job.state, {**values, "error": str(error)}))
 
 
 def on_deadline(job: Job, now: float) -> Change:

@@ -96,15 +96,14 @@ class BflProvider:
             cost=float(cost) if isinstance(cost, int | float) else None,
         )
 
-    def status_url(self, handle: Handle) -> tuple[str, dict[str, str]]:
+    def status_url(self, handle: Handle) -> httpx.URL:
         url = handle.polling_url
         if self.config.poll == "polling_url" and url and same_api_domain(url, self.base):
-            return url, {}
-        return f"{self.base}/v1/get_result", {"id": handle.remote_id}
+            return httpx.URL(url)  # verbatim, query string included
+        return httpx.URL(f"{self.base}/v1/get_result", params={"id": handle.remote_id})
 
     async def poll(self, handle: Handle) -> RemoteStatus:
-        url, params = self.status_url(handle)
-        _, answer = await request_json(self.client, "GET", url, "poll", params=params)
+        _, answer = await request_json(self.client, "GET", self.status_url(handle), "poll")
         return parse_result(answer)
 
     async def cancel(self, handle: Handle) -> None:

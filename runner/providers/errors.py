@@ -100,7 +100,7 @@ def from_exception(exc: httpx.HTTPError) -> ProviderError:
 
 
 async def request_json(
-    client: httpx.AsyncClient, method: str, url: str, op: Operation, **kwargs: Any
+    client: httpx.AsyncClient, method: str, url: str | httpx.URL, op: Operation, **kwargs: Any
 ) -> tuple[int, Any]:
     """Send one request; return (status, JSON body) or raise a classified ProviderError."""
     try:

@@ -107,3 +107,19 @@ def test_versions_and_key_safe_polling_hosts() -> None:
     assert not same_api_domain("https://evil.example/bfl.ai", "https://api.bfl.ai")
     assert not same_api_domain("file:///etc/passwd", "https://api.bfl.ai")
     assert same_api_domain("http://127.0.0.1:5/eu2/v1/get_result", "http://127.0.0.1:5")
+
+
+def test_bfl_polling_url_is_used_verbatim_with_its_query() -> None:
+    from runner.campaign import ProviderConfig
+    from runner.providers.base import Handle
+    from runner.providers.bfl import BflProvider
+
+    config = ProviderConfig("bfl", "bfl", "http://127.0.0.1:9", "x-key", "K", poll="polling_url")
+    provider = BflProvider(config, httpx.AsyncClient())
+    url = provider.status_url(Handle("abc", "http://127.0.0.1:9/eu2/v1/get_result?id=abc"))
+    assert str(url) == "http://127.0.0.1:9/eu2/v1/get_result?id=abc"
+    upstream = Handle("abc", "https://api.eu2.bfl.ai/v1/get_result?id=abc")
+    assert str(provider.status_url(upstream)) == "http://127.0.0.1:9/v1/get_result?id=abc"
+    agg = ProviderConfig("d", "bfl", "http://127.0.0.1:9/flux", "bearer", "K", poll="get_result")
+    aggregator = BflProvider(agg, httpx.AsyncClient())
+    assert str(aggregator.status_url(upstream)) == "http://127.0.0.1:9/flux/v1/get_result?id=abc"

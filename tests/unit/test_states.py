@@ -203,3 +203,17 @@ def test_user_retry_clears_the_remote_handle() -> None:
     assert change.to is State.QUEUED
     assert change.values["remote_id"] is None
     assert change.values["attempts"] == 0 and change.values["strikes"] == 0
+
+
+def test_poll_errors_give_up_instead_of_looping_forever() -> None:
+    bad = ProviderError(ErrorKind.INVALID, "query.id: Field required", status_code=422)
+    first = states.on_poll_error(job(State.RUNNING), bad, NOW, POLICY, rng()).change
+    assert first.to is State.RUNNING and first.values["strikes"] == 1
+    last = states.on_poll_error(job(State.RUNNING, strikes=2), bad, NOW, POLICY, rng()).change
+    assert last.to is State.FAILED and "422" in last.values["error"]
+    flaky = ProviderError(ErrorKind.SERVER, "busy", status_code=503)
+    still = states.on_poll_error(job(State.RUNNING, strikes=10), flaky, NOW, POLICY, rng()).change
+    assert still.to is State.RUNNING  # transient errors get many more chances
+    assert states.on_poll_error(
+        job(State.RUNNING, strikes=19), flaky, NOW, POLICY, rng()
+    ).change.to is State.FAILED

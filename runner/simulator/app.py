@@ -1,0 +1,144 @@
+"""The simulator's ASGI application: every simulated API on one Starlette app, plus the file
+host and the `/_sim` control routes that tests and benchmarks use to steer and observe it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runner.simulator._http import has_credentials, read_json, sim_of
+from runner.simulator.bfl_api import BflApi
+from runner.simulator.images import FORMATS, content_type
+from runner.simulator.replicate_api import ReplicateApi
+from runner.simulator.state import Simulator
+
+_FILE_NAME_RE = re.compile(r"^(\d+)\.([a-z]+)$")
+
+# what Azure blob storage, behind BFL's delivery URLs, answers once a signed URL has expired
+_EXPIRED_XML = (
+    '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code>'
+    "<Message>Signed expiry time has passed.</Message></Error>"
+)
+
+
+async def get_file(request: Request) -> Response:
+    """Serve one output image. No auth: a key sent here is counted, since it would leak."""
+    sim = sim_of(request)
+    sim.note_download(with_auth=has_credentials(request))
+    fault = sim.draw_fault("download")
+    if fault.slow_seconds > 0:
+        await anyio.sleep(fault.slow_seconds)
+    if fault.error_status is not None:
+        return Response(f"simulated fault {fault.error_status}\n", fault.error_status)
+    not_found = Response("Not found\n", 404, media_type="text/plain")
+    forbidden = Response(_EXPIRED_XML, 403, media_type="application/xml")
+    match = _FILE_NAME_RE.match(request.path_params["name"])
+    prediction = sim.find(request.path_params["prediction_id"])
+    if match is None or prediction is None:
+        return not_found
+    index, ext = int(match[1]), match[2]
+    expires_text = request.query_params.get("exp", "")
+    signature = request.query_params.get("sig", "")
+    if not expires_text.isdigit() or not sim.signature_ok(
+        prediction.id, index, ext, int(expires_text), signature
+    ):
+        return forbidden
+    if ext not in FORMATS or ext != prediction.ext or index >= prediction.num_outputs:
+        return not_found
+    now = sim.now()
+    snap = sim.snapshot(prediction, now)
+    if snap.phase != "succeeded":
+        return not_found
+    expired = sim.wall(now) > int(expires_text)
+    if prediction.style == "replicate":
+        # Replicate deletes the files with the prediction's data: they are gone, not forbidden
+        if expired or sim.data_removed(snap, now):
+            return not_found
+    elif expired:
+        return forbidden
+    # drawing takes a few milliseconds: keep it off the event loop serving everyone else
+    body = await anyio.to_thread.run_sync(sim.image_bytes, prediction, index)
+    sim.note_file(request.url.path, body)
+    return Response(body, media_type=content_type(ext))
+
+
+async def stats(request: Request) -> Response:
+    return JSONResponse(sim_of(request).stats())
+
+
+async def get_config(request: Request) -> Response:
+    return JSONResponse(sim_of(request).config.to_dict())
+
+
+async def update_config(request: Request) -> Response:
+    ok, body = await read_json(request)
+    if not ok:
+        return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+    try:
+        config = sim_of(request).update_config(body)
+    except (TypeError, ValueError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse(config.to_dict())
+
+
+async def reset(request: Request) -> Response:
+    sim_of(request).reset()
+    return JSONResponse({"ok": True})
+
+
+class _CountStatuses:
+    """Counts the status of every API answer the client fully received.
+
+    A response is counted when its last body chunk goes out, so an answer cut on purpose
+    (a dropped create) is not counted as something the client saw.
+    """
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sim"):
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                self.sim.note_status(status)
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def create_app(sim: Simulator) -> Starlette:
+    """All simulated APIs on one app; `app.state.sim` is the simulator behind them."""
+    routes: list[Route] = [
+        Route("/_sim/stats", stats, methods=["GET"]),
+        Route("/_sim/config", get_config, methods=["GET"]),
+        Route("/_sim/config", update_config, methods=["POST"]),
+        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/files/{prediction_id}/{name}", get_file, methods=["GET"]),
+    ]
+    # Replicate's routes come before BFL's so `POST /v1/predictions` is not read as a BFL model;
+    # the aggregators' prefixed routes come before BFL's region route `/{region}/v1/get_result`.
+    routes += ReplicateApi("", aggregator=False).routes()
+    routes += ReplicateApi("/replicate", aggregator=True).routes()
+    routes += BflApi("/flux", aggregator=True).routes()
+    routes += BflApi("", aggregator=False).routes()
+    app = Starlette(routes=routes)
+    app.state.sim = sim
+    # set by the server when it shuts down, so requests held by `Prefer: wait` answer at once
+    app.state.stopping = False
+    app.add_middleware(_CountStatuses, sim=sim)
+    return app

@@ -1,0 +1,261 @@
+"""Configuration of the provider simulator: accounts, timings, limits, lifetimes and faults.
+
+`SimConfig` is a plain dataclass so tests can build it in code, and it round-trips through JSON
+(`from_dict` / `to_dict`) so the CLI and the `/_sim/config` control route can set it too.
+`FaultSpec` describes what goes wrong, per route, and with what probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULT_ROUTES = ("create", "get", "cancel", "list", "download")
+
+# Every path the real providers expose for a BFL model, as found in bfl-openapi.json and in
+# DeerAPI's `/flux/v1/{model}` list. The finetune paths are left out: nothing here simulates them.
+DEFAULT_BFL_MODELS = (
+    "flux-pro-1.1",
+    "flux-pro-1.1-ultra",
+    "flux-pro",
+    "flux-dev",
+    "flux-kontext-pro",
+    "flux-kontext-max",
+    "flux-2-pro",
+    "flux-2-pro-preview",
+    "flux-2-flex",
+    "flux-2-max",
+    "flux-2-klein-4b",
+    "flux-2-klein-9b",
+    "flux-2-klein-9b-preview",
+    "flux-pro-1.0-fill",
+    "flux-pro-1.0-canny",
+    "flux-pro-1.0-depth",
+    "flux-pro-1.0-expand",
+)
+
+# Replicate's official FLUX models that return one URL string instead of a list.
+DEFAULT_SINGLE_OUTPUT_MODELS = (
+    "black-forest-labs/flux-1.1-pro",
+    "black-forest-labs/flux-1.1-pro-ultra",
+    "black-forest-labs/flux-pro",
+    "black-forest-labs/flux-kontext-pro",
+    "black-forest-labs/flux-kontext-max",
+    "black-forest-labs/flux-2-pro",
+    "black-forest-labs/flux-2-max",
+    "black-forest-labs/flux-2-flex",
+    "black-forest-labs/flux-2-dev",
+)
+
+
+def _rate(name: str, value: Any) -> float:
+    number = _number(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+    return number
+
+
+def _number(name: str, value: Any) -> float:
+    # bool is an int subclass; a JSON `true` where a number belongs is a mistake, not 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+@dataclass
+class FaultSpec:
+    """What goes wrong on one route, each as a probability drawn per request or per prediction.
+
+    Only the `create` route uses the `*_after_create_rate` and the generation outcome rates
+    (`fail_rate`, `moderate_rate`, `request_moderate_rate`).
+    """
+
+    error_rate: float = 0.0
+    error_status: int = 500
+    slow_rate: float = 0.0
+    slow_seconds: float = 0.0
+    drop_after_create_rate: float = 0.0
+    error_after_create_rate: float = 0.0
+    fail_rate: float = 0.0
+    moderate_rate: float = 0.0
+    request_moderate_rate: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "fault") -> FaultSpec:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be an object, got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            label = f"{where}.{name}"
+            if name == "error_status":
+                status = _integer(label, value)
+                if not 400 <= status <= 599:
+                    raise ValueError(f"{label} must be an HTTP error status, got {value!r}")
+                values[name] = status
+            elif name == "slow_seconds":
+                values[name] = max(0.0, _number(label, value))
+            else:
+                values[name] = _rate(label, value)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SimConfig:
+    """Everything that shapes the simulator's answers; every field has a realistic default."""
+
+    seed: int = 0
+    # None: any non-empty key is an account of its own
+    api_keys: list[str] | None = None
+    max_side: int = 256
+    # timing of each generation, drawn at create
+    queue_delay: float = 0.0
+    duration_median: float = 2.0
+    duration_sigma: float = 0.3
+    list_page_size: int = 100
+    # lifetimes, in seconds from completion
+    replicate_output_ttl: float = 3600.0
+    bfl_url_ttl: float = 600.0
+    bfl_forget_after: float = 1800.0
+    # money: credits are per key; None means unlimited
+    credits: float | None = None
+    bfl_cost: float | None = 4.0
+    replicate_cost: float = 4.0
+    # limits
+    bfl_max_in_flight: int = 24
+    bfl_model_max_in_flight: dict[str, int] = field(default_factory=lambda: {"flux-kontext-max": 6})
+    replicate_create_limit: int | None = 600
+    replicate_read_limit: int | None = 3000
+    rate_limit_window: float = 60.0
+    retry_after_header: bool = False
+    # models
+    single_output_models: list[str] = field(
+        default_factory=lambda: list(DEFAULT_SINGLE_OUTPUT_MODELS)
+    )
+    unknown_models: list[str] = field(default_factory=lambda: ["acme/does-not-exist"])
+    bfl_models: list[str] = field(default_factory=lambda: list(DEFAULT_BFL_MODELS))
+    bfl_region: str = "eu2"
+    faults: dict[str, FaultSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.faults, dict):
+            # let code write faults={"create": {"error_rate": 0.1}} as JSON would
+            self.faults = {
+                route: FaultSpec.from_dict(spec, where=f"faults.{route}")
+                if isinstance(spec, dict)
+                else spec
+                for route, spec in self.faults.items()
+            }
+        # a dataclass does not check types, and a config built in code should fail as early as
+        # one read from JSON
+        self._validate()
+
+    def fault(self, route: str) -> FaultSpec:
+        return self.faults.get(route) or FaultSpec()
+
+    def _validate(self) -> None:
+        for name in (
+            "queue_delay",
+            "duration_median",
+            "duration_sigma",
+            "replicate_output_ttl",
+            "bfl_url_ttl",
+            "bfl_forget_after",
+            "replicate_cost",
+            "rate_limit_window",
+        ):
+            if _number(name, getattr(self, name)) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("seed", "max_side", "list_page_size", "bfl_max_in_flight"):
+            _integer(name, getattr(self, name))
+        if self.max_side < 16:
+            raise ValueError("max_side must be at least 16")
+        if self.list_page_size < 1:
+            raise ValueError("list_page_size must be at least 1")
+        for name in ("credits", "bfl_cost"):
+            value = getattr(self, name)
+            if value is not None:
+                _number(name, value)
+        for name in ("replicate_create_limit", "replicate_read_limit"):
+            value = getattr(self, name)
+            if value is not None and _integer(name, value) < 1:
+                raise ValueError(f"{name} must be at least 1 or null")
+        if not isinstance(self.retry_after_header, bool):
+            raise ValueError("retry_after_header must be true or false")
+        if not isinstance(self.bfl_region, str) or not self.bfl_region.isalnum():
+            raise ValueError("bfl_region must be a short alphanumeric path segment")
+        if self.api_keys is not None:
+            _string_list("api_keys", self.api_keys)
+        for name in ("single_output_models", "unknown_models", "bfl_models"):
+            _string_list(name, getattr(self, name))
+        if not isinstance(self.bfl_model_max_in_flight, dict):
+            raise ValueError("bfl_model_max_in_flight must be an object")
+        for model, limit in self.bfl_model_max_in_flight.items():
+            _integer(f"bfl_model_max_in_flight.{model}", limit)
+        if not isinstance(self.faults, dict):
+            raise ValueError("faults must be an object mapping a route to its faults")
+        for route, spec in self.faults.items():
+            if route not in FAULT_ROUTES:
+                raise ValueError(f"faults: unknown route {route!r}, use one of {FAULT_ROUTES}")
+            if not isinstance(spec, FaultSpec):
+                raise ValueError(f"faults.{route} must be a FaultSpec")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimConfig:
+        """Build a config from JSON-like data; missing fields take their defaults."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the simulator config must be an object, got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        # fault objects become FaultSpecs in __post_init__
+        values = dict(data)
+        for name in ("api_keys", "single_output_models", "unknown_models", "bfl_models"):
+            if isinstance(values.get(name), tuple):
+                values[name] = list(values[name])
+        if isinstance(values.get("bfl_model_max_in_flight"), dict):
+            values["bfl_model_max_in_flight"] = dict(values["bfl_model_max_in_flight"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["faults"] = {route: spec.to_dict() for route, spec in self.faults.items()}
+        return data
+
+    def merged(self, partial: dict[str, Any]) -> SimConfig:
+        """This config with `partial` laid over it; fault settings merge per route and field."""
+        if not isinstance(partial, dict):
+            raise ValueError(f"a config update must be an object, got {partial!r}")
+        data = self.to_dict()
+        for name, value in partial.items():
+            if name == "faults" and isinstance(value, dict):
+                faults = data["faults"]
+                for route, spec in value.items():
+                    if spec is None:
+                        faults.pop(route, None)
+                    elif isinstance(spec, dict):
+                        faults[route] = {**faults.get(route, {}), **spec}
+                    else:
+                        raise ValueError(f"faults.{route} must be an object or null")
+            else:
+                data[name] = value
+        return SimConfig.from_dict(data)
+
+
+def _string_list(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name} must be a list of strings")

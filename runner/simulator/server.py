@@ -1,0 +1,133 @@
+"""Running the simulator over real sockets: `serve` inside an anyio task (the CLI uses it) and
+`running_in_thread` for synchronous code such as tests, which gets its own thread and event loop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+import uvicorn
+from anyio.from_thread import start_blocking_portal
+
+from runner.simulator.app import create_app
+from runner.simulator.config import SimConfig
+from runner.simulator.state import Simulator
+
+_STOP_TIMEOUT = 10.0
+
+
+class _HideDroppedResponses(logging.Filter):
+    """Hides uvicorn's complaint about the answers the simulator cuts short on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off only on sockets that say they are TCP,
+    # and with Nagle on every answer after the first on a connection waits ~40 ms for an ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def serve(
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the simulator until cancelled; reports its base URL through `task_status`.
+
+    The socket is bound here so that port 0 gives a free port whose number is known before
+    anyone connects.
+    """
+    sock = _bind(host, port)
+    app = create_app(sim)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        # no websockets here; loading the websocket stack only brings deprecation warnings
+        ws="none",
+        # a last resort: held `Prefer: wait` requests already end when `stopping` is set
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    log_filter = _HideDroppedResponses()
+    error_log = logging.getLogger("uvicorn.error")
+    error_log.addFilter(log_filter)
+    stopped = anyio.Event()
+
+    async def run_server() -> None:
+        try:
+            # shielded: on cancellation uvicorn is asked to exit and then allowed to finish
+            # closing its connections, instead of being torn down mid-shutdown
+            with anyio.CancelScope(shield=True):
+                await server.serve(sockets=[sock])
+        finally:
+            stopped.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_server)
+            try:
+                while not server.started:
+                    if stopped.is_set():
+                        raise RuntimeError("the simulator's HTTP server stopped while starting")
+                    await anyio.sleep(0.005)
+                task_status.started(_url_of(sock))
+                await stopped.wait()
+            finally:
+                app.state.stopping = True
+                server.should_exit = True
+    finally:
+        error_log.removeFilter(log_filter)
+        sock.close()
+
+
+@dataclass(frozen=True)
+class SimHandle:
+    """A running simulator: where it listens, and its state for inspection."""
+
+    url: str
+    sim: Simulator
+
+
+@contextlib.contextmanager
+def running_in_thread(
+    sim: Simulator | None = None, config: SimConfig | None = None
+) -> Iterator[SimHandle]:
+    """Run the simulator in a background thread with its own event loop, until the block ends."""
+    if sim is not None and config is not None:
+        raise ValueError("pass a Simulator or a SimConfig, not both")
+    simulator = sim if sim is not None else Simulator(config)
+    with start_blocking_portal() as portal:
+        future, url = portal.start_task(serve, simulator, name="provider simulator")
+        try:
+            yield SimHandle(url=url, sim=simulator)
+        finally:
+            future.cancel()
+            with contextlib.suppress(concurrent.futures.CancelledError):
+                future.result(timeout=_STOP_TIMEOUT)

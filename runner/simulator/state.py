@@ -1,0 +1,609 @@
+"""The simulator's in-memory state: predictions, accounts, rate windows, counters.
+
+Nothing here speaks HTTP. A prediction's whole future (queue delay, generation time, outcome) is
+drawn when it is created, and its state at any moment is computed from timestamps when someone
+asks, so there are no background tasks to manage and a fake clock can move time in tests.
+
+Times inside are readings of the injectable `clock`; `Simulator.wall()` turns them into epoch
+seconds for the timestamps shown in API answers, so both move together under a fake clock.
+
+The HTTP server runs in its own thread while tests read `stats()` from theirs, so every public
+method takes the one lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import math
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from runner.simulator.config import SimConfig
+from runner.simulator.images import ImageCache, render_image, scaled_size
+
+Style = Literal["replicate", "bfl"]
+Outcome = Literal["succeeded", "failed", "moderated", "request_moderated"]
+
+# queued/running are the only non-terminal phases; the rest never change once reached
+TERMINAL_PHASES = frozenset(
+    {"succeeded", "failed", "moderated", "request_moderated", "canceled", "aborted"}
+)
+
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def new_replicate_id() -> str:
+    # ids are random, not drawn from the seeded RNG: a runner's database that outlives one
+    # simulator must never meet the same id again in the next run
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+@dataclass
+class Prediction:
+    """One accepted generation request, with its future decided at create."""
+
+    id: str
+    style: Style
+    namespace: str  # which API surface owns it: lookups from another surface do not see it
+    aggregator: bool
+    key: str
+    route: str
+    model: str
+    version: str
+    input: dict[str, Any]
+    seq: int
+    created: float
+    start: float
+    end: float
+    duration: float
+    outcome: Outcome
+    seed: int
+    size: tuple[int, int]
+    ext: str
+    num_outputs: int
+    single_output: bool
+    cost: float
+    deadline: float | None = None
+    canceled_at: float | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
+    refunded: bool = False
+
+    @property
+    def prompt(self) -> str:
+        prompt = self.input.get("prompt")
+        return prompt if isinstance(prompt, str) else ""
+
+    def terminal_at(self) -> float:
+        """When this prediction stops changing, given what is known now."""
+        stops = [self.end]
+        if self.canceled_at is not None:
+            stops.append(self.canceled_at)
+        if self.deadline is not None:
+            stops.append(self.deadline)
+        return min(stops)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A prediction's state at one moment."""
+
+    phase: str  # queued, running, or one of TERMINAL_PHASES
+    started: float | None
+    completed: float | None
+    progress: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a create was turned away before anything was created or billed."""
+
+    reason: Literal["no_credit", "in_flight"]
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class FaultDraw:
+    """The faults that hit one request, drawn together so runs stay reproducible."""
+
+    slow_seconds: float = 0.0
+    error_status: int | None = None
+    drop_after_create: bool = False
+    error_after_create: int | None = None
+
+
+@dataclass
+class _Counters:
+    creates: int = 0
+    creates_by_input: dict[str, int] = field(default_factory=dict)
+    creates_by_route: dict[str, int] = field(default_factory=dict)
+    polls: int = 0
+    polls_via_polling_url: int = 0
+    cancels: int = 0
+    lists: int = 0
+    downloads: int = 0
+    downloads_with_auth: int = 0
+    status_codes: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    max_in_flight_seen: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    dropped_creates: int = 0
+    faults_injected: int = 0
+    auth_failures: int = 0
+
+
+class Simulator:
+    """The simulated providers' memory and rules, driven by the HTTP layer in `app.py`."""
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._config = config if config is not None else SimConfig()
+        self._clock = clock
+        # anchor the clock to the epoch once, so shown timestamps follow the injected clock
+        self._epoch_anchor = time.time() - clock()
+        self._secret = secrets.token_bytes(32)
+        self.images = ImageCache()
+        self._init_state()
+
+    def _init_state(self) -> None:
+        seed = self._config.seed
+        # separate streams: turning a fault on must not change the generation times drawn
+        self._gen_rng = random.Random(f"{seed}:generation")
+        self._fault_rng = random.Random(f"{seed}:faults")
+        self._predictions: dict[str, Prediction] = {}
+        self._by_owner: dict[tuple[str, str], list[Prediction]] = {}
+        self._open: dict[str, dict[str, Prediction]] = {}
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._spent: dict[str, float] = {}
+        self._seq = 0
+        self._counters = _Counters()
+        self.images.clear()
+
+    # -- configuration and time ------------------------------------------------------------
+
+    @property
+    def config(self) -> SimConfig:
+        return self._config
+
+    def set_config(self, config: SimConfig) -> None:
+        with self._lock:
+            self._config = config
+
+    def update_config(self, partial: dict[str, Any]) -> SimConfig:
+        """Lay a partial config over the current one (raises ValueError if it is invalid)."""
+        with self._lock:
+            self._config = self._config.merged(partial)
+            return self._config
+
+    def reset(self) -> None:
+        """Forget every prediction and counter; the config stays, the RNGs start over."""
+        with self._lock:
+            self._init_state()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def wall(self, instant: float) -> float:
+        return self._epoch_anchor + instant
+
+    def _shown(self, instant: float) -> float:
+        # an instant as API answers show it (whole microseconds), so that a created_at copied
+        # from an answer into a filter selects that very prediction
+        return datetime.fromtimestamp(self.wall(instant), UTC).timestamp()
+
+    # -- accounts and limits --------------------------------------------------------------
+
+    def key_allowed(self, key: str | None) -> bool:
+        if not key:
+            return False
+        keys = self._config.api_keys
+        return keys is None or key in keys
+
+    def note_auth_failure(self) -> None:
+        with self._lock:
+            self._counters.auth_failures += 1
+
+    def check_rate(self, key: str, bucket: Literal["create", "read"]) -> int | None:
+        """Admit one request into the key's sliding window, or say how many seconds to wait."""
+        with self._lock:
+            config = self._config
+            limit = (
+                config.replicate_create_limit if bucket == "create" else config.replicate_read_limit
+            )
+            if limit is None:
+                return None
+            now = self.now()
+            window = self._windows.setdefault((key, bucket), deque())
+            while window and window[0] <= now - config.rate_limit_window:
+                window.popleft()
+            if len(window) >= limit:
+                return max(1, math.ceil(window[0] + config.rate_limit_window - now))
+            window.append(now)
+            return None
+
+    def credits_left(self, key: str) -> float | None:
+        with self._lock:
+            if self._config.credits is None:
+                return None
+            self._prune_open(key, self.now())
+            return self._config.credits - self._spent.get(key, 0.0)
+
+    def draw_fault(self, route: str) -> FaultDraw:
+        with self._lock:
+            spec = self._config.fault(route)
+            rng = self._fault_rng
+            # always draw the same count so one route's settings do not shift the others'
+            slow, error, drop, after = rng.random(), rng.random(), rng.random(), rng.random()
+            draw = FaultDraw(
+                slow_seconds=spec.slow_seconds if slow < spec.slow_rate else 0.0,
+                error_status=spec.error_status if error < spec.error_rate else None,
+                drop_after_create=route == "create" and drop < spec.drop_after_create_rate,
+                error_after_create=(
+                    spec.error_status
+                    if route == "create" and after < spec.error_after_create_rate
+                    else None
+                ),
+            )
+            if draw.error_status is not None:
+                self._counters.faults_injected += 1
+            return draw
+
+    # -- predictions ----------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        style: Style,
+        namespace: str,
+        aggregator: bool,
+        key: str,
+        route: str,
+        model: str,
+        version: str,
+        inputs: dict[str, Any],
+        size: tuple[int, int],
+        ext: str,
+        num_outputs: int = 1,
+        single_output: bool = False,
+        cost: float = 0.0,
+        cancel_after: float | None = None,
+        webhook: str | None = None,
+        webhook_events_filter: list[str] | None = None,
+        max_in_flight: int | None = None,
+        model_max_in_flight: int | None = None,
+        prediction_id: str | None = None,
+    ) -> Prediction | Refused:
+        """Accept a prediction, or refuse it for credit or concurrency without any side effect."""
+        with self._lock:
+            config = self._config
+            now = self.now()
+            open_now = self._prune_open(key, now)
+            if max_in_flight is not None:
+                same_style = [p for p in open_now.values() if p.namespace == namespace]
+                if len(same_style) >= max_in_flight:
+                    return Refused("in_flight", max_in_flight)
+                if model_max_in_flight is not None:
+                    same_model = [p for p in same_style if p.model == model]
+                    if len(same_model) >= model_max_in_flight:
+                        return Refused("in_flight", model_max_in_flight)
+            spent = self._spent.get(key, 0.0)
+            if config.credits is not None and cost > 0 and spent + cost > config.credits + 1e-9:
+                return Refused("no_credit")
+
+            fault = config.fault("create")
+            rng = self._gen_rng
+            # a fixed number of draws per create keeps every later prediction reproducible
+            # lognormal around the median, written out so a zero median needs no special draw
+            duration = config.duration_median * math.exp(config.duration_sigma * rng.gauss())
+            outcome_draw = rng.random()
+            drawn_seed = rng.randrange(2**31)
+
+            outcome: Outcome = "succeeded"
+            threshold = fault.request_moderate_rate
+            if outcome_draw < threshold:
+                outcome = "request_moderated"
+            elif outcome_draw < (threshold := threshold + fault.moderate_rate):
+                outcome = "moderated"
+            elif outcome_draw < threshold + fault.fail_rate:
+                outcome = "failed"
+            start = now + config.queue_delay
+            # an input refused by moderation never runs
+            end = start if outcome == "request_moderated" else start + duration
+            seed = inputs.get("seed")
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                seed = drawn_seed
+
+            self._seq += 1
+            prediction = Prediction(
+                id=prediction_id or new_replicate_id(),
+                style=style,
+                namespace=namespace,
+                aggregator=aggregator,
+                key=key,
+                route=route,
+                model=model,
+                version=version,
+                input=copy.deepcopy(inputs),
+                seq=self._seq,
+                created=now,
+                start=start,
+                end=end,
+                duration=end - start,
+                outcome=outcome,
+                seed=seed,
+                size=size,
+                ext=ext,
+                num_outputs=num_outputs,
+                single_output=single_output,
+                cost=cost,
+                deadline=None if cancel_after is None else now + cancel_after,
+                webhook=webhook,
+                webhook_events_filter=webhook_events_filter,
+            )
+            self._predictions[prediction.id] = prediction
+            self._by_owner.setdefault((namespace, key), []).append(prediction)
+            open_now[prediction.id] = prediction
+            self._spent[key] = spent + cost
+
+            counters = self._counters
+            counters.creates += 1
+            canonical = canonical_json(inputs)
+            counters.creates_by_input[canonical] = counters.creates_by_input.get(canonical, 0) + 1
+            counters.creates_by_route[route] = counters.creates_by_route.get(route, 0) + 1
+            counters.max_in_flight_seen[key] = max(
+                counters.max_in_flight_seen.get(key, 0), len(open_now)
+            )
+            return prediction
+
+    def _prune_open(self, key: str, now: float) -> dict[str, Prediction]:
+        """The key's unfinished predictions; refunds the ones that turned out aborted."""
+        open_now = self._open.setdefault(key, {})
+        for pid, prediction in list(open_now.items()):
+            snap = self._snapshot(prediction, now)
+            if snap.terminal:
+                del open_now[pid]
+                self._settle(prediction, snap)
+        return open_now
+
+    def _settle(self, prediction: Prediction, snap: Snapshot) -> None:
+        # Replicate does not bill a prediction aborted before it started
+        if snap.phase == "aborted" and not prediction.refunded:
+            prediction.refunded = True
+            self._spent[prediction.key] = self._spent.get(prediction.key, 0.0) - prediction.cost
+
+    def get(self, namespace: str, key: str, prediction_id: str) -> Prediction | None:
+        """A prediction as its owner sees it on one API surface; None for anyone else."""
+        with self._lock:
+            prediction = self._predictions.get(prediction_id)
+            if prediction is None or prediction.namespace != namespace or prediction.key != key:
+                return None
+            return prediction
+
+    def find(self, prediction_id: str) -> Prediction | None:
+        with self._lock:
+            return self._predictions.get(prediction_id)
+
+    def snapshot(self, prediction: Prediction, now: float | None = None) -> Snapshot:
+        with self._lock:
+            now = self.now() if now is None else now
+            snap = self._snapshot(prediction, now)
+            if snap.terminal:
+                self._settle(prediction, snap)
+            return snap
+
+    @staticmethod
+    def _snapshot(p: Prediction, now: float) -> Snapshot:
+        stop_at: float | None = None
+        by_deadline = False
+        if p.canceled_at is not None:
+            stop_at = p.canceled_at
+        if p.deadline is not None and (stop_at is None or p.deadline < stop_at):
+            stop_at, by_deadline = p.deadline, True
+        if stop_at is not None and stop_at < p.end and now >= stop_at:
+            if stop_at < p.start:
+                return Snapshot("aborted" if by_deadline else "canceled", None, stop_at, None)
+            return Snapshot("canceled", p.start, stop_at, None)
+        if now >= p.end:
+            return Snapshot(p.outcome, p.start, p.end, None)
+        # strictly after: a prediction is still `starting` in the very answer that creates it
+        if now > p.start:
+            done = (now - p.start) / p.duration if p.duration > 0 else 1.0
+            return Snapshot("running", p.start, None, round(min(0.99, max(0.0, done)), 3))
+        return Snapshot("queued", None, None, 0.0)
+
+    def cancel(self, prediction: Prediction) -> Snapshot:
+        """Cancel if still unfinished; a finished prediction is left as it is."""
+        with self._lock:
+            now = self.now()
+            snap = self._snapshot(prediction, now)
+            if not snap.terminal:
+                prediction.canceled_at = now
+                snap = self._snapshot(prediction, now)
+            self._counters.cancels += 1
+            return snap
+
+    def data_removed(self, snap: Snapshot, now: float) -> bool:
+        """Replicate deletes an API prediction's outputs a while after it finished."""
+        return (
+            snap.completed is not None and now >= snap.completed + self._config.replicate_output_ttl
+        )
+
+    def forgotten(self, snap: Snapshot, now: float) -> bool:
+        """BFL stops knowing a finished task a while after it finished."""
+        return snap.completed is not None and now >= snap.completed + self._config.bfl_forget_after
+
+    def file_expiry(self, prediction: Prediction, snap: Snapshot) -> int:
+        """Epoch second after which the output files stop being served."""
+        assert snap.completed is not None
+        ttl = (
+            self._config.replicate_output_ttl
+            if prediction.style == "replicate"
+            else self._config.bfl_url_ttl
+        )
+        return math.ceil(self.wall(snap.completed) + ttl)
+
+    def list_page(
+        self,
+        namespace: str,
+        key: str,
+        *,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        older_than: int | None = None,
+        newer_than: int | None = None,
+        page_size: int | None = None,
+    ) -> tuple[list[Prediction], bool, bool]:
+        """One page, newest first, plus whether newer and older predictions exist.
+
+        Cursors are creation sequence numbers (`older_than`, `newer_than`), so a page stays
+        stable while new predictions arrive. `created_after` is inclusive, `created_before`
+        exclusive, both in epoch seconds.
+        """
+        with self._lock:
+            size = page_size or self._config.list_page_size
+            matching = [
+                p
+                for p in self._by_owner.get((namespace, key), [])
+                if (created_after is None or self._shown(p.created) >= created_after)
+                and (created_before is None or self._shown(p.created) < created_before)
+            ]
+            if older_than is not None:
+                page = [p for p in matching if p.seq < older_than][-size:]
+            elif newer_than is not None:
+                page = [p for p in matching if p.seq > newer_than][:size]
+            else:
+                page = matching[-size:]
+            if not page:
+                return [], False, False
+            low, high = page[0].seq, page[-1].seq
+            has_newer = any(p.seq > high for p in matching)
+            has_older = any(p.seq < low for p in matching)
+            return list(reversed(page)), has_newer, has_older
+
+    # -- files ----------------------------------------------------------------------------
+
+    def sign(self, prediction_id: str, index: int, ext: str, expires: int) -> str:
+        message = f"{prediction_id}/{index}.{ext}/{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+
+    def signature_ok(
+        self, prediction_id: str, index: int, ext: str, expires: int, signature: str
+    ) -> bool:
+        return hmac.compare_digest(self.sign(prediction_id, index, ext, expires), signature)
+
+    def image_bytes(self, prediction: Prediction, index: int) -> bytes:
+        width, height = scaled_size(prediction.size, self._config.max_side)
+        return self.images.get_or_render(
+            (prediction.id, index),
+            lambda: render_image(
+                prediction.prompt, prediction.seed, index, width, height, prediction.ext
+            ),
+        )
+
+    # -- counters -------------------------------------------------------------------------
+
+    def note_poll(self, *, via_polling_url: bool = False) -> None:
+        with self._lock:
+            self._counters.polls += 1
+            if via_polling_url:
+                self._counters.polls_via_polling_url += 1
+
+    def note_list(self) -> None:
+        with self._lock:
+            self._counters.lists += 1
+
+    def note_download(self, *, with_auth: bool) -> None:
+        with self._lock:
+            self._counters.downloads += 1
+            if with_auth:
+                self._counters.downloads_with_auth += 1
+
+    def note_file(self, path: str, body: bytes) -> None:
+        with self._lock:
+            self._counters.files[path] = hashlib.sha256(body).hexdigest()
+
+    def note_status(self, status: int) -> None:
+        with self._lock:
+            counts = self._counters.status_codes
+            counts[str(status)] = counts.get(str(status), 0) + 1
+            if status == 429:
+                self._counters.rate_limited += 1
+
+    def note_dropped(self) -> None:
+        with self._lock:
+            self._counters.dropped_creates += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and generation records as plain JSON-able copies."""
+        with self._lock:
+            now = self.now()
+            counters = self._counters
+            generations = []
+            in_flight: dict[str, int] = {}
+            for prediction in self._predictions.values():
+                snap = self._snapshot(prediction, now)
+                if snap.terminal:
+                    self._settle(prediction, snap)
+                else:
+                    in_flight[prediction.key] = in_flight.get(prediction.key, 0) + 1
+                generations.append(
+                    {
+                        "id": prediction.id,
+                        "style": prediction.style,
+                        "namespace": prediction.namespace,
+                        "model": prediction.model,
+                        "route": prediction.route,
+                        "created_at": self.wall(prediction.created),
+                        "started_at": self.wall(prediction.start),
+                        "completed_at": self.wall(prediction.end),
+                        "duration": prediction.duration,
+                        "queue_delay": prediction.start - prediction.created,
+                        "outcome": prediction.outcome,
+                        "phase": snap.phase,
+                        "ended_at": None if snap.completed is None else self.wall(snap.completed),
+                    }
+                )
+            return {
+                "creates": counters.creates,
+                "creates_by_input": dict(counters.creates_by_input),
+                "creates_by_route": dict(counters.creates_by_route),
+                "polls": counters.polls,
+                "polls_via_polling_url": counters.polls_via_polling_url,
+                "cancels": counters.cancels,
+                "lists": counters.lists,
+                "downloads": counters.downloads,
+                "downloads_with_auth": counters.downloads_with_auth,
+                "status_codes": dict(counters.status_codes),
+                "rate_limited": counters.rate_limited,
+                "max_in_flight_seen": dict(counters.max_in_flight_seen),
+                "in_flight": in_flight,
+                "files": dict(counters.files),
+                "dropped_creates": counters.dropped_creates,
+                "faults_injected": counters.faults_injected,
+                "auth_failures": counters.auth_failures,
+                "credits_spent": {key: round(v, 6) for key, v in self._spent.items()},
+                "generations": generations,
+            }
