@@ -260,4 +260,9 @@ def upgrade(db: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="runner")
+    try:
+        cli(prog_name="runner")
+    except KeyboardInterrupt:
+        # Ctrl-C before the worker's own handler is installed: nothing was in hand yet.
+        click.echo("interrupted", err=True)
+        sys.exit(app.EXIT_STOPPED)

@@ -297,7 +297,9 @@ def _lost_or_retry(job: Job, reason: str, now: float, rng: random.Random) -> Cha
 # an unreadable body) fail fast; transient ones (5xx, timeouts, 429) get a long backoff first.
 POLL_GIVE_UP_PERMANENT = 3
 POLL_GIVE_UP_TRANSIENT = 20
-_TRANSIENT = frozenset({ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.NETWORK, ErrorKind.RATE_LIMITED})
+_TRANSIENT = frozenset(
+    {ErrorKind.SERVER, ErrorKind.TIMEOUT, ErrorKind.NETWORK, ErrorKind.RATE_LIMITED}
+)
 
 
 def on_poll_error(

@@ -30,7 +30,7 @@ def campaign(
         JobSpec(
             key=f"k{i}",
             index=i + 1,
-            model="flux-pro-1.1",
+            model="flux-pro-1.1" if provider.style == "bfl" else "black-forest-labs/flux-schnell",
             input={"prompt": f"prompt {i}"},
             meta={"prompt": f"prompt {i}", "slug": f"prompt-{i}"},
         )

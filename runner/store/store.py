@@ -259,7 +259,7 @@ class Store:
             values.update(lease_owner=None, lease_expires_at=None)
         stmt = queries.apply_change(change.job_id, change.expect, owner, values, time.time())
         with self.write() as conn:
-            return bool(conn.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+            return bool(conn.execute(stmt).rowcount == 1)
 
     def release(self, job_id: int, owner: str) -> None:
         with self.write() as conn:
@@ -277,12 +277,12 @@ class Store:
         if not dead:
             return 0
         with self.write() as conn:
-            return int(conn.execute(queries.release_leases(dead)).rowcount)  # type: ignore[attr-defined]
+            return int(conn.execute(queries.release_leases(dead)).rowcount)
 
     def mark_orphaned_submits(self, now: float) -> int:
         with self.write() as conn:
             result = conn.execute(queries.orphaned_submits(now, ORPHANED_SUBMIT))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)
 
     def in_flight(self, campaign: str) -> int:
         with self.read() as conn:
@@ -333,7 +333,7 @@ class Store:
                 change = user_retry(_row_to_job(row), now)
                 values = {"state": change.to.value, **change.values}
                 upd = queries.apply_change(change.job_id, change.expect, None, values, now)
-                moved += conn.execute(upd).rowcount  # type: ignore[attr-defined]
+                moved += conn.execute(upd).rowcount
         return moved
 
 

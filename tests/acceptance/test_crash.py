@@ -64,6 +64,7 @@ def test_kill9_during_creates_polls_and_downloads(tmp_path: Path, simulator: Sim
     for phase, reached in kill_points:
         base = simulator.stats()
         proc = start_cli("run", str(jobfile), cwd=tmp_path)
+
         def ready(proc: Any = proc, reached: Any = reached, base: Any = base) -> bool:
             return bool(reached(base)) or proc.poll() is not None
 
@@ -93,6 +94,7 @@ def test_kill9_during_creates_polls_and_downloads(tmp_path: Path, simulator: Sim
         count = stats["creates_by_input"].get(canonical(json.loads(row["input"])), 0)
         assert count == 1 if row["state"] == "done" else count <= 1
 
+    print(f"kills: {kills}; done {len(rows) - len(uncertain)}, uncertain {len(uncertain)}")
     out = tmp_path / "out"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "partial files left"
     served = set(stats["files"].values())

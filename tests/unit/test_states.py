@@ -214,6 +214,7 @@ def test_poll_errors_give_up_instead_of_looping_forever() -> None:
     flaky = ProviderError(ErrorKind.SERVER, "busy", status_code=503)
     still = states.on_poll_error(job(State.RUNNING, strikes=10), flaky, NOW, POLICY, rng()).change
     assert still.to is State.RUNNING  # transient errors get many more chances
-    assert states.on_poll_error(
-        job(State.RUNNING, strikes=19), flaky, NOW, POLICY, rng()
-    ).change.to is State.FAILED
+    assert (
+        states.on_poll_error(job(State.RUNNING, strikes=19), flaky, NOW, POLICY, rng()).change.to
+        is State.FAILED
+    )

@@ -1,0 +1,162 @@
+"""The worker pool against the simulator over real sockets, in this process.
+
+Each test runs a small campaign through `runner.app.work` and checks where every job ended and
+what the simulator saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runner import app
+from runner.campaign import Limits, ProviderConfig
+from runner.simulator import SimConfig, running_in_thread
+from runner.simulator.server import SimHandle
+from runner.states import State
+from runner.store import Store, open_store
+from runner.worker.pool import PoolOptions
+from tests.factories import campaign
+
+FAST = SimConfig(duration_median=0.1, duration_sigma=0.1)
+
+
+@pytest.fixture
+def sim() -> Iterator[SimHandle]:
+    with running_in_thread(config=FAST) as handle:
+        yield handle
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(str(tmp_path / "runner.db"))
+    yield s
+    s.close()
+
+
+def provider(sim: SimHandle, style: str = "bfl") -> ProviderConfig:
+    if style == "bfl":
+        return ProviderConfig("bfl", "bfl", sim.url, "x-key", "RUNNER_TEST_KEY")
+    return ProviderConfig("replicate", "replicate", sim.url, "bearer", "RUNNER_TEST_KEY")
+
+
+def run(store: Store, name: str, monkeypatch: pytest.MonkeyPatch, key: str = "k") -> Any:
+    monkeypatch.setenv("RUNNER_TEST_KEY", key)
+    options = PoolOptions(tick=0.05)
+
+    async def main() -> Any:
+        with anyio.fail_after(60):
+            return await app.work(
+                store, [name], options=options, handle_signals=False, progress_every=0
+            )
+
+    return anyio.run(main)
+
+
+def states_of(store: Store, name: str = "c1") -> dict[str, int]:
+    return store.counts(name).get(name, {})
+
+
+def test_every_job_done_within_the_in_flight_limit(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.enqueue(
+        campaign(n=30, out=tmp_path / "out", provider=provider(sim), limits=Limits(max_in_flight=4))
+    )
+    report = run(store, "c1", monkeypatch)
+    assert states_of(store) == {"done": 30}
+    assert app.exit_code(store, ["c1"], report) == app.EXIT_OK
+    stats = sim.sim.stats()
+    assert stats["creates"] == 30
+    assert max(stats["max_in_flight_seen"].values()) <= 4
+    assert len(list((tmp_path / "out").iterdir())) == 30
+
+
+def test_outcomes_are_recorded_with_their_reason(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim.sim.update_config({"faults": {"create": {"fail_rate": 0.3, "moderate_rate": 0.3}}})
+    store.enqueue(campaign(n=30, out=tmp_path / "out", provider=provider(sim)))
+    report = run(store, "c1", monkeypatch)
+    counts = states_of(store)
+    assert set(counts) == {"done", "failed", "moderated"}, counts
+    assert sum(counts.values()) == 30
+    assert app.exit_code(store, ["c1"], report) == app.EXIT_JOBS_FAILED
+    for job in store.jobs("c1", [State.FAILED, State.MODERATED]):
+        assert job.error and job.finished_at
+    assert sim.sim.stats()["creates"] == 30  # a refused generation is not retried by itself
+
+
+def test_a_wrong_key_stops_the_campaign_and_loses_nothing(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = SimConfig(duration_median=0.1, api_keys=["right-key"])
+    with running_in_thread(config=config) as sim:
+        store.enqueue(campaign(n=5, out=tmp_path / "out", provider=provider(sim)))
+        report = run(store, "c1", monkeypatch, key="wrong-key")
+        assert report.halted and "API key" in report.halted["c1"]
+        assert states_of(store) == {"queued": 5}
+        assert app.exit_code(store, ["c1"], report) == app.EXIT_STOPPED
+        assert all(job.attempts == 0 for job in store.jobs("c1"))
+        # With the right key, the same queue finishes.
+        run(store, "c1", monkeypatch, key="right-key")
+        assert states_of(store) == {"done": 5}
+
+
+@pytest.mark.parametrize("style", ["bfl", "replicate"])
+def test_create_with_no_usable_answer_is_uncertain_and_never_resent(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style: str
+) -> None:
+    sim.sim.update_config({"faults": {"create": {"drop_after_create_rate": 1.0}}})
+    store.enqueue(campaign(n=3, out=tmp_path / "out", provider=provider(sim, style)))
+    report = run(store, "c1", monkeypatch)
+    assert states_of(store) == {"uncertain": 3}
+    assert app.exit_code(store, ["c1"], report) == app.EXIT_JOBS_FAILED
+    assert sim.sim.stats()["creates"] == 3  # created once each, never again
+    # Only the user's say-so sends them again.
+    sim.sim.update_config({"faults": {"create": {"drop_after_create_rate": 0.0}}})
+    assert store.retry("c1", {State.UNCERTAIN}) == 3
+    run(store, "c1", monkeypatch)
+    assert states_of(store) == {"done": 3}
+
+
+def test_rate_limits_and_server_errors_on_queries_are_retried(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim.sim.update_config({"faults": {"get": {"error_rate": 0.4, "error_status": 503}}})
+    store.enqueue(campaign(n=10, out=tmp_path / "out", provider=provider(sim, "replicate")))
+    run(store, "c1", monkeypatch)
+    assert states_of(store) == {"done": 10}
+    stats = sim.sim.stats()
+    assert stats["status_codes"].get("503", 0) > 0
+    assert stats["creates"] == 10
+
+
+def test_deadline_expires_a_job_that_takes_too_long(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_in_thread(config=SimConfig(duration_median=30, duration_sigma=0.0)) as sim:
+        spec = campaign(n=2, out=tmp_path / "out", provider=provider(sim))
+        settings = spec.settings.__class__(**{**spec.settings.__dict__, "deadline_seconds": 0.5})
+        store.enqueue(spec.__class__(settings=settings, jobs=spec.jobs))
+        run(store, "c1", monkeypatch)
+    assert states_of(store) == {"expired": 2}
+    assert all("deadline" in (j.error or "") for j in store.jobs("c1"))
+
+
+def test_downloaded_files_are_recorded_with_their_hash(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.enqueue(campaign(n=4, out=tmp_path / "out", provider=provider(sim, "replicate")))
+    run(store, "c1", monkeypatch)
+    served = set(sim.sim.stats()["files"].values())
+    for job in store.jobs("c1"):
+        (record,) = job.files
+        assert Path(record["path"]).parent == tmp_path / "out"
+        assert record["sha256"] in served
+        assert json.dumps(record)  # plain JSON in the database
