@@ -150,20 +150,26 @@ def work(
     """Work the queue of an existing database."""
     simulate = simulate or bool(simulator_url)
     store = open_store(app.resolve_db(db), create=False)
-    names = list(campaigns) or store.campaign_names()
-    unknown = sorted(set(names) - set(store.campaign_names()))
+    unknown = sorted(set(campaigns) - set(store.campaign_names()))
     if unknown:
         raise InputError(f"no campaign named {', '.join(unknown)} in this database.")
-    app.check_keys([store.settings(n) for n in names], simulate)
+
+    def current() -> list[str]:
+        return list(campaigns) or store.campaign_names()
+
+    app.check_keys([store.settings(n) for n in current()], simulate)
 
     async def loop() -> app.RunReport:
         while True:
+            names = current()
+            app.check_keys([store.settings(n) for n in names], simulate)
             report = await app.work(store, names, simulate=simulate, sim_url=simulator_url)
             if until_empty or report.stopped_early or report.halted:
                 return report
-            await anyio.sleep(5)
+            await anyio.sleep(5)  # then look again, for campaigns submitted meanwhile
 
     report = anyio.run(loop)
+    names = current()
     for name in names:
         _summary(store, name)
     sys.exit(app.exit_code(store, names, report))

@@ -175,7 +175,7 @@ class Worker:
             active = [n for n in names if self.campaigns[n].halted is None]
             if self.stopping or not active:
                 if sum(self.in_hand.values()) == 0:
-                    self.report.stopped_early = True
+                    self.report.stopped_early = self.stopping
                     return
             else:
                 if now - last_sweep >= self.options.sweep_every:
