@@ -6,9 +6,11 @@ survive the runner being killed and restarted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,8 +91,24 @@ def run_cli(
     )
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_runner_processes() -> Iterator[None]:
+    """Whatever a test asserted, no runner process it started outlives it."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "runner", *args],
         cwd=cwd,
         env=env or runner_env(),
@@ -98,6 +116,22 @@ def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _STARTED.append(process)
+    return process
+
+
+def db_rows(db: Path, sql: str = "SELECT * FROM jobs") -> list[sqlite3.Row]:
+    """Rows of a database another process is writing; none while it does not exist yet."""
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # created, not migrated yet
+            raise
 
 
 def write_jobfile(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.acceptance.conftest import SimProcess, run_cli, write_jobfile
+from tests.acceptance.conftest import SimProcess, db_rows, run_cli, write_jobfile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,8 +19,7 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def db_states(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    return {r[0]: r[1] for r in db_rows(db, "SELECT state, count(*) FROM jobs GROUP BY state")}
 
 
 def test_example_campaign_runs_on_the_builtin_simulator(tmp_path: Path) -> None:
@@ -89,7 +87,6 @@ def test_files_match_what_the_provider_served(
     served = set(simulator.stats()["files"].values())
     saved = {hashlib.sha256(p.read_bytes()).hexdigest() for p in images_in(tmp_path / "out")}
     assert len(saved) == 6 and saved <= served
-    with sqlite3.connect(tmp_path / "runner.db") as conn:
-        rows = conn.execute("SELECT remote_id, files FROM jobs").fetchall()
-    assert all(remote_id for remote_id, _ in rows)
+    rows = db_rows(tmp_path / "runner.db")
+    assert all(row["remote_id"] and row["files"] for row in rows)
     assert simulator.stats()["downloads_with_auth"] == 0  # the key never went to the file host

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import SimProcess, run_cli, start_cli, wait_for, write_jobfile
+from tests.acceptance.conftest import (
+    SimProcess,
+    db_rows,
+    run_cli,
+    start_cli,
+    wait_for,
+    write_jobfile,
+)
 
 N_JOBS = 40
 SLOW = {
@@ -29,11 +35,7 @@ SLOW = {
 
 
 def job_rows(db: Path) -> list[dict[str, Any]]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=30) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM jobs")]
+    return [dict(r) for r in db_rows(db)]
 
 
 def canonical(data: Any) -> str:
@@ -73,8 +75,6 @@ def test_kill9_during_creates_polls_and_downloads(tmp_path: Path, simulator: Sim
             proc.kill()  # SIGKILL: no cleanup of any kind runs
             kills.append(phase)
         proc.wait(timeout=30)
-        assert proc.stdout is not None
-        proc.stdout.close()
     assert kills.count("creates") >= 1 and "polls" in kills and "downloads" in kills, kills
 
     final = run_cli("run", str(jobfile), cwd=tmp_path, timeout=120)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import SimProcess, run_cli, start_cli, wait_for, write_jobfile
+from tests.acceptance.conftest import (
+    SimProcess,
+    db_rows,
+    run_cli,
+    start_cli,
+    wait_for,
+    write_jobfile,
+)
 
 N = 24
 
 
 def rows(db: Path) -> list[tuple[str, str | None]]:
-    with sqlite3.connect(db, timeout=30) as conn:
-        return conn.execute("SELECT state, lease_owner FROM jobs").fetchall()
+    return [(r["state"], r["lease_owner"]) for r in db_rows(db)]
 
 
 def assert_consistent(db: Path) -> None:
