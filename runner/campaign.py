@@ -7,6 +7,8 @@ names the environment variable that holds its key.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -100,3 +102,13 @@ class Campaign:
     jobs: list[JobSpec]
     source: str = ""  # the job file's path, for messages
     duplicates: int = 0  # prompts whose effective input repeated an earlier one (skipped)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def input_fingerprint(provider: str, model: str, input: dict[str, Any]) -> str:
+    """Identifies "the very same generation": used to reuse a done result instead of paying."""
+    text = canonical_json({"provider": provider, "model": model, "input": input})
+    return hashlib.sha256(text.encode()).hexdigest()

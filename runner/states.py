@@ -7,7 +7,8 @@ another process is refused by the database, not by hope.
 
     queued -> submitting -> running -> downloading -> done
     terminal: done, failed, canceled, moderated, expired
-    uncertain: a create that may have been billed; only the user (or a reconciliation) moves it
+    reconciling: a create got no usable answer; the runner looks for it at the provider
+    uncertain: a create that may have been billed and cannot be looked up; only the user moves it
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.providers.base import ErrorKind, Phase, ProviderError, RemoteStatus, Submission
-from runner.retry import RetryPolicy, backoff, next_poll_delay
+from runner.retry import RetryPolicy, backoff, next_poll_delay, time_scale
 
 
 class State(enum.StrEnum):
@@ -31,14 +32,15 @@ class State(enum.StrEnum):
     CANCELED = "canceled"
     MODERATED = "moderated"
     EXPIRED = "expired"
+    RECONCILING = "reconciling"
     UNCERTAIN = "uncertain"
 
 
 TERMINAL = frozenset({State.DONE, State.FAILED, State.CANCELED, State.MODERATED, State.EXPIRED})
 # Nothing more happens to these without the user: the campaign is finished when all jobs are here.
 SETTLED = TERMINAL | {State.UNCERTAIN}
-# Occupying a slot at the provider.
-IN_FLIGHT = frozenset({State.SUBMITTING, State.RUNNING})
+# Occupying (or possibly occupying) a slot at the provider.
+IN_FLIGHT = frozenset({State.SUBMITTING, State.RUNNING, State.RECONCILING})
 # States a user may send back to the queue with `runner retry`.
 RETRYABLE_BY_USER = frozenset(
     {State.FAILED, State.CANCELED, State.MODERATED, State.EXPIRED, State.UNCERTAIN}
@@ -54,7 +56,21 @@ MOVES: dict[State, frozenset[State]] = {
             State.FAILED,
             State.MODERATED,
             State.CANCELED,
+            State.RECONCILING,
+        }
+    ),
+    # A prediction found by reconciling may be anywhere in its life, even finished.
+    State.RECONCILING: frozenset(
+        {
+            State.RECONCILING,
+            State.RUNNING,
+            State.DOWNLOADING,
+            State.QUEUED,
             State.UNCERTAIN,
+            State.FAILED,
+            State.MODERATED,
+            State.CANCELED,
+            State.EXPIRED,
         }
     ),
     State.RUNNING: frozenset(
@@ -99,6 +115,8 @@ class Job:
     attempts: int = 0
     polls: int = 0
     strikes: int = 0  # consecutive misses in the current phase (not-found polls, failed downloads)
+    url_refreshes: int = 0  # output URLs re-read after a download found them gone
+    input_hash: str | None = None
     remote_id: str | None = None
     polling_url: str | None = None
     output_urls: list[str] = field(default_factory=list)
@@ -145,11 +163,16 @@ def _finish(job: Job, to: State, now: float, error: str | None, **values: Any) -
     return Change(job.id, job.state, to, {"error": error, "finished_at": now, **values})
 
 
+# Without a deadline of its own, a job still ends: a status that never resolves (stuck
+# `Pending`, a state never seen before) is given up after this long.
+DEFAULT_DEADLINE = 2 * 3600.0
+
+
 def begin_submit(job: Job, now: float, deadline_seconds: float | None) -> Change:
     """Persisted before the create call: if the process dies now, the job is not resent blindly."""
     deadline_at = job.deadline_at
-    if deadline_at is None and deadline_seconds is not None:
-        deadline_at = now + deadline_seconds
+    if deadline_at is None:
+        deadline_at = now + (DEFAULT_DEADLINE if deadline_seconds is None else deadline_seconds)
     return Change(
         job.id,
         job.state,
@@ -193,13 +216,66 @@ def on_create_error(
     if error.kind is ErrorKind.NETWORK and not error.maybe_sent:
         return Outcome(_retry_or_fail(job, error, now, policy, rng))
     # Timeouts, resets, 5xx, unreadable answers: the provider may have created (and billed) it.
-    return Outcome(
-        Change(
-            job.id,
-            job.state,
-            State.UNCERTAIN,
-            {"error": f"create may have been billed, no usable answer ({error})"},
-        )
+    return Outcome(to_reconcile(job, now, f"create got no usable answer ({error})"))
+
+
+# How long after a create attempt the provider's list is trusted to show it.
+RECONCILE_GRACE = 10.0
+RECONCILE_TRIES = 5
+
+
+def to_reconcile(job: Job, now: float, reason: str) -> Change:
+    """Find out whether a create happened before deciding anything (never resend blindly)."""
+    return Change(
+        job.id,
+        job.state,
+        State.RECONCILING,
+        {
+            "error": f"{reason}; it may have been created and billed",
+            "strikes": 0,
+            "next_attempt_at": now + RECONCILE_GRACE * time_scale(),
+        },
+    )
+
+
+def on_reconcile_found(job: Job, submission: Submission, now: float, rng: random.Random) -> Outcome:
+    """The create did happen: adopt that prediction instead of paying again."""
+    return on_created(job, submission, now, rng)
+
+
+def on_reconcile_missing(job: Job, now: float) -> Change:
+    """The provider's list covers the attempt and does not have it: it was never created."""
+    return Change(
+        job.id,
+        job.state,
+        State.QUEUED,
+        {"error": "the provider never created it; submitting again", "next_attempt_at": now},
+    )
+
+
+def on_reconcile_unavailable(job: Job, reason: str) -> Change:
+    return Change(
+        job.id,
+        job.state,
+        State.UNCERTAIN,
+        {
+            "error": f"{reason}. It may have been created and billed: check the provider, then "
+            "`runner retry --uncertain` to submit it again"
+        },
+    )
+
+
+def on_reconcile_error(
+    job: Job, error: ProviderError, now: float, policy: RetryPolicy, rng: random.Random
+) -> Change:
+    strikes = job.strikes + 1
+    if strikes >= RECONCILE_TRIES or error.kind in (ErrorKind.AUTH, ErrorKind.INVALID):
+        return on_reconcile_unavailable(job, f"could not list the provider's predictions ({error})")
+    return Change(
+        job.id,
+        job.state,
+        State.RECONCILING,
+        {"strikes": strikes, "next_attempt_at": now + backoff(strikes, policy, rng)},
     )
 
 
@@ -340,8 +416,23 @@ def on_download_error(
     rng: random.Random,
     *,
     url_gone: bool,
+    can_refresh: bool = False,
 ) -> Change:
-    """A download failed. A gone URL cannot come back: the result is expired, not retried."""
+    """A download failed. A gone URL never comes back: re-read the prediction for fresh URLs
+    where the API gives them (Replicate), else the result is expired (resubmitting costs money,
+    so only the user decides that)."""
+    if url_gone and can_refresh and job.url_refreshes < MAX_URL_REFRESHES:
+        return Change(
+            job.id,
+            job.state,
+            State.RUNNING,
+            {
+                "url_refreshes": job.url_refreshes + 1,
+                "next_attempt_at": now,
+                "strikes": 0,
+                "error": f"output URL gone ({error}); reading the prediction again",
+            },
+        )
     if url_gone:
         return _finish(job, State.EXPIRED, now, f"output URL no longer served: {error}")
     tried = job.strikes + 1
@@ -357,6 +448,13 @@ def on_download_error(
             "error": error,
         },
     )
+
+
+MAX_URL_REFRESHES = 2
+
+
+def user_cancel(job: Job, now: float) -> Change:
+    return _finish(job, State.CANCELED, now, "canceled by the user")
 
 
 def user_retry(job: Job, now: float) -> Change:
@@ -376,6 +474,7 @@ def user_retry(job: Job, now: float) -> Change:
             "deadline_at": None,
             "finished_at": None,
             "strikes": 0,
+            "url_refreshes": 0,
         },
     )
 

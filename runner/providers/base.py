@@ -82,9 +82,16 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    """One provider account, in one query style."""
+    """One provider account, in one query style.
+
+    `supports_cancel`: `cancel` works. `supports_list`: `find` can tell whether a create that
+    got no answer happened. `refreshes_outputs`: querying a finished prediction again may give
+    fresh output URLs.
+    """
 
     supports_cancel: bool
+    supports_list: bool
+    refreshes_outputs: bool
 
     async def create(
         self, model: str, input: dict[str, Any], *, deadline_seconds: float | None
@@ -93,5 +100,9 @@ class Provider(Protocol):
     async def poll(self, handle: Handle) -> RemoteStatus: ...
 
     async def cancel(self, handle: Handle) -> None: ...
+
+    async def find(
+        self, model: str, input: dict[str, Any], *, since: float
+    ) -> Submission | None: ...
 
     async def aclose(self) -> None: ...

@@ -74,6 +74,8 @@ def parse_result(body: Any) -> RemoteStatus:
 
 class BflProvider:
     supports_cancel = False
+    supports_list = False
+    refreshes_outputs = False
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
@@ -108,6 +110,9 @@ class BflProvider:
 
     async def cancel(self, handle: Handle) -> None:
         raise ProviderError(ErrorKind.INVALID, "this API has no cancel", maybe_sent=False)
+
+    async def find(self, model: str, input: dict[str, Any], *, since: float) -> Submission | None:
+        raise ProviderError(ErrorKind.INVALID, "this API cannot list tasks", maybe_sent=False)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -29,6 +31,14 @@ _PHASES = {
     "aborted": Phase.ABORTED,
 }
 MIN_CANCEL_AFTER = 5.0  # seconds; Replicate refuses shorter
+
+
+def _next_params(next_url: Any) -> dict[str, str] | None:
+    """The query of a `next` link, to send to our own base URL (its host may be upstream's)."""
+    if not isinstance(next_url, str) or not next_url:
+        return None
+    query = parse_qs(urlsplit(next_url).query)
+    return {name: values[0] for name, values in query.items() if values} or None
 
 
 def is_version(model: str) -> bool:
@@ -60,8 +70,36 @@ def parse_prediction(body: Any) -> RemoteStatus:
     )
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _same_model(prediction: dict[str, Any], model: str) -> bool:
+    """Whether a listed prediction ran `model` (aggregators answer "version": "hidden")."""
+    if is_version(model):
+        version = model.rsplit(":", 1)[-1]
+        return prediction.get("version") in (version, "hidden", None)
+    return prediction.get("model") in (model, None)
+
+
+# Listing covers the attempt from a little before it: the provider's clock is not ours.
+LIST_SLACK = 120.0
+MAX_LIST_PAGES = 50
+
+
 class ReplicateProvider:
     supports_cancel = True
+    supports_list = True
+    refreshes_outputs = True
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self.config = config
@@ -100,6 +138,35 @@ class ReplicateProvider:
     async def cancel(self, handle: Handle) -> None:
         url = f"{self.base}/v1/predictions/{handle.remote_id}/cancel"
         await request_json(self.client, "POST", url, "cancel")
+
+    async def find(self, model: str, input: dict[str, Any], *, since: float) -> Submission | None:
+        """The account's prediction with exactly this model and input created since `since`.
+
+        Pages through `GET /v1/predictions` (newest first) until the window is covered. The
+        `next` cursor is followed through the configured base URL: aggregators copy upstream
+        URLs. Returns None only when the whole window was listed without a match.
+        """
+        after = since - LIST_SLACK
+        params: dict[str, str] = {"created_after": _iso(after)}
+        url = f"{self.base}/v1/predictions"
+        for _ in range(MAX_LIST_PAGES):
+            _, page = await request_json(self.client, "GET", url, "list", params=params)
+            results = page.get("results") if isinstance(page, dict) else None
+            if not isinstance(results, list):
+                raise ProviderError(ErrorKind.PROTOCOL, "list answer has no results")
+            for item in results:
+                if not isinstance(item, dict):
+                    continue
+                created = _epoch(item.get("created_at"))
+                if created is not None and created < after:
+                    return None  # older than the window: everything newer was seen
+                if item.get("input") == input and _same_model(item, model):
+                    return Submission(Handle(str(item["id"])), parse_prediction(item))
+            next_params = _next_params(page.get("next"))
+            if next_params is None:
+                return None
+            params = next_params
+        raise ProviderError(ErrorKind.PROTOCOL, f"more than {MAX_LIST_PAGES} pages to list")
 
     async def aclose(self) -> None:
         await self.client.aclose()

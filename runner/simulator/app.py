@@ -4,11 +4,12 @@ host and the `/_sim` control routes that tests and benchmarks use to steer and o
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -118,7 +119,9 @@ class _CountStatuses:
                 self.sim.note_status(status)
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        with contextlib.suppress(ClientDisconnect):
+            # A client that hung up mid-request (a killed runner) is business as usual here.
+            await self.app(scope, receive, counting_send)
 
 
 def create_app(sim: Simulator) -> Starlette:

@@ -100,11 +100,12 @@ def apply_change(
     return sa.update(jobs).where(*where).values(**values, updated_at=now)
 
 
-def release_lease(job_id: int, owner: str) -> Executable:
+def release_lease(job_id: int, owner: str, due_at: float | None) -> Executable:
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+    if due_at is not None:
+        values["next_attempt_at"] = due_at
     return (
-        sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
+        sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner).values(**values)
     )
 
 
@@ -122,7 +123,7 @@ def lease_owners() -> Executable:
 
 
 def orphaned_submits(now: float, error: str) -> Executable:
-    """Creates whose process died mid-call may have been billed: they become uncertain."""
+    """Creates whose process died mid-call may have been billed: find out before anything."""
     return (
         sa.update(jobs)
         .where(
@@ -130,10 +131,12 @@ def orphaned_submits(now: float, error: str) -> Executable:
             jobs.c.lease_expires_at < now,
         )
         .values(
-            state=State.UNCERTAIN.value,
+            state=State.RECONCILING.value,
             lease_owner=None,
             lease_expires_at=None,
             error=error,
+            strikes=0,
+            next_attempt_at=now,
             updated_at=now,
         )
     )

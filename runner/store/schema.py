@@ -55,10 +55,15 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # sha256 of (provider, model, input): finds a done job with the very same input (reuse).
+    sa.Column("input_hash", sa.String(64), nullable=True),
+    # How often the output URLs were re-read because a download found them gone.
+    sa.Column("url_refreshes", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("campaign", "key", name="uq_jobs_campaign_key"),
     # Claiming: due jobs of a state, oldest due first.
     sa.Index("ix_jobs_state_due", "state", "next_attempt_at"),
     # Status: counts per campaign and state.
     sa.Index("ix_jobs_campaign_state", "campaign", "state"),
     sa.Index("ix_jobs_lease_owner", "lease_owner"),
+    sa.Index("ix_jobs_input_hash_state", "input_hash", "state"),
 )

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from runner.campaign import Campaign, CampaignSettings
+from runner.campaign import Campaign, CampaignSettings, input_fingerprint
 from runner.states import IN_FLIGHT, Change, Job, State
 from runner.store import migrate, queries
 from runner.store.schema import jobs
@@ -27,8 +27,7 @@ from runner.store.schema import jobs
 BUSY_TIMEOUT_MS = 30_000
 ORPHANED_SUBMIT = (
     "the process submitting this job stopped before the provider's answer was saved; it may "
-    "have been created and billed. Check the provider, then `runner retry --uncertain` to "
-    "submit again"
+    "have been created and billed"
 )
 
 
@@ -124,6 +123,8 @@ def _row_to_job(row: Any) -> Job:
         attempts=m["attempts"],
         polls=m["polls"],
         strikes=m["strikes"],
+        url_refreshes=m["url_refreshes"],
+        input_hash=m["input_hash"],
         remote_id=m["remote_id"],
         polling_url=m["polling_url"],
         output_urls=m["output_urls"] or [],
@@ -175,6 +176,9 @@ class Store:
                 "model": spec.model,
                 "input": spec.input,
                 "meta": spec.meta,
+                "input_hash": input_fingerprint(
+                    campaign.settings.provider.name, spec.model, spec.input
+                ),
                 "state": State.QUEUED.value,
                 "next_attempt_at": 0.0,
                 "created_at": now,
@@ -261,9 +265,10 @@ class Store:
         with self.write() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
-    def release(self, job_id: int, owner: str) -> None:
+    def release(self, job_id: int, owner: str, due_at: float | None = None) -> None:
+        """Give a leased job back unchanged (optionally not due before `due_at`)."""
         with self.write() as conn:
-            conn.execute(queries.release_lease(job_id, owner))
+            conn.execute(queries.release_lease(job_id, owner, due_at))
 
     def renew_leases(self, owner: str, lease_until: float) -> None:
         with self.write() as conn:

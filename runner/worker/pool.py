@@ -40,6 +40,7 @@ from runner.store.schema import jobs as jobs_table
 from runner.worker.download import DownloadError, download, remove_stale_temps
 
 log = logging.getLogger("runner.worker")
+BUG_BACKOFF = 30.0  # seconds before a job that hit an unexpected error is tried again
 T = TypeVar("T")
 
 
@@ -134,10 +135,10 @@ class Worker:
             log.warning("job %s changed under us; left as it is", change.job_id)
         return ok
 
-    async def _release(self, job: Job) -> None:
-        """Give a job back untouched: it keeps its state and is claimable again at once."""
+    async def _release(self, job: Job, due_at: float | None = None) -> None:
+        """Give a job back untouched: it keeps its state and is claimable again (at `due_at`)."""
         with anyio.CancelScope(shield=True):
-            await self._db_call(self.store.release, job.id, self.owner)
+            await self._db_call(self.store.release, job.id, self.owner, due_at)
 
     def wake(self) -> None:
         self._wake.set()
@@ -226,6 +227,9 @@ class Worker:
         free = opts.pollers - self.in_hand["poll"]
         for job in await self._db_call(claim, State.RUNNING, active, limit=free):
             self._start(tg, "poll", self._poll, job)
+        free = opts.pollers - self.in_hand["poll"]
+        for job in await self._db_call(claim, State.RECONCILING, active, limit=free):
+            self._start(tg, "poll", self._reconcile, job)
         for name in active:
             runtime = self.campaigns[name]
             in_flight = await self._db_call(self.store.in_flight, name)
@@ -246,10 +250,9 @@ class Worker:
         async def run() -> None:
             try:
                 await fn(job)
-            except Exception:  # a bug must not take the other jobs down; the job is released
+            except Exception:  # a bug must not take the other jobs down, nor spin on one
                 log.exception("unexpected error on job %s (%s)", job.key, kind)
-                with anyio.CancelScope(shield=True):
-                    await self._release(job)
+                await self._release(job, due_at=self.clock() + BUG_BACKOFF * time_scale())
             finally:
                 self.in_hand[kind] -= 1
                 self.wake()
@@ -286,9 +289,13 @@ class Worker:
         if not await self._apply(begin, release=False):
             return
         job = Job(**{**job.__dict__, "state": State.SUBMITTING, **begin.values})
+        # Cancel-After goes out only for the user's own deadline, not the default one.
+        remaining = (
+            states.remaining_deadline(job, now) if runtime.settings.deadline_seconds else None
+        )
         try:
             submission = await runtime.provider.create(
-                job.model, job.input, deadline_seconds=states.remaining_deadline(job, now)
+                job.model, job.input, deadline_seconds=remaining
             )
         except ProviderError as error:
             outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
@@ -299,8 +306,9 @@ class Worker:
             # Cancelled (second Ctrl-C) or a bug while the request may have been out: the
             # provider may have created and billed it. Never resend blindly.
             with anyio.CancelScope(shield=True):
-                reason = "interrupted while creating; it may have been created and billed"
-                await self._apply(Change(job.id, job.state, State.UNCERTAIN, {"error": reason}))
+                await self._apply(
+                    states.to_reconcile(job, self.clock(), "interrupted while creating")
+                )
             raise
         else:
             self.report.submitted += 1
@@ -336,6 +344,30 @@ class Worker:
         if outcome.change.to is State.DOWNLOADING:
             self.wake()
 
+    async def _reconcile(self, job: Job) -> None:
+        """Did a create that got no answer happen? Adopt it, resend it, or ask the user."""
+        provider = self.campaigns[job.campaign].provider
+        if not provider.supports_list:
+            reason = "this API cannot list its tasks, so the runner cannot find out"
+            await self._apply(states.on_reconcile_unavailable(job, reason))
+            return
+        since = job.submitted_at if job.submitted_at is not None else job.updated_at
+        try:
+            found = await provider.find(job.model, job.input, since=since)
+        except ProviderError as error:
+            change = states.on_reconcile_error(job, error, self.clock(), self.policy, self.rng)
+            await self._apply(change)
+            return
+        except BaseException:
+            await self._release(job)
+            raise
+        if found is None:
+            log.info("job %s: not created at the provider; submitting again", job.key)
+            await self._apply(states.on_reconcile_missing(job, self.clock()))
+        else:
+            log.info("job %s: found its prediction %s", job.key, found.handle.remote_id)
+            await self._settle(job, states.on_reconcile_found(job, found, self.clock(), self.rng))
+
     async def _download(self, job: Job) -> None:
         settings = self.campaigns[job.campaign].settings
         folder = Path(settings.output_dir)
@@ -358,7 +390,13 @@ class Worker:
                 saved.append(await download(self.files, url, folder, name_for, tag))
         except DownloadError as error:
             change = states.on_download_error(
-                job, str(error), self.clock(), self.policy, self.rng, url_gone=error.gone
+                job,
+                str(error),
+                self.clock(),
+                self.policy,
+                self.rng,
+                url_gone=error.gone,
+                can_refresh=self.campaigns[job.campaign].provider.refreshes_outputs,
             )
             log.info("download %s: %s -> %s", job.key, error, change.to)
         except BaseException:

@@ -142,15 +142,18 @@ def write_jobfile(
     style: str = "bfl",
     name: str = "accept",
     extra: str = "",
+    provider_extra: str = "",
 ) -> Path:
     """A job file whose provider is the simulator (base_url override), prompts in a .txt file."""
     (folder / "prompts.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
     if style == "bfl":
-        provider = f"{{preset: bfl, base_url: '{sim_url}', api_key_env: {KEY_ENV}}}"
+        provider = f"{{preset: bfl, base_url: '{sim_url}', api_key_env: {KEY_ENV}{provider_extra}}}"
         model = "flux-pro-1.1"
         inp = "{width: 256, height: 256, output_format: png}"
     else:
-        provider = f"{{preset: replicate, base_url: '{sim_url}', api_key_env: {KEY_ENV}}}"
+        provider = (
+            f"{{preset: replicate, base_url: '{sim_url}', api_key_env: {KEY_ENV}{provider_extra}}}"
+        )
         model = "black-forest-labs/flux-schnell"
         inp = "{output_format: png}"
     text = (

@@ -97,14 +97,14 @@ def test_apply_refuses_a_move_from_the_wrong_state_or_owner(store: Store) -> Non
     assert now_job.lease_owner == "me"
 
 
-def test_orphaned_submits_become_uncertain_only_after_their_lease(store: Store) -> None:
+def test_orphaned_submits_are_reconciled_only_after_their_lease(store: Store) -> None:
     store.enqueue(campaign(n=2))
     jobs = store.claim(State.QUEUED, ["c1"], owner="me", now=1.0, lease_seconds=30, limit=2)
     for job in jobs:
         store.apply(Change(job.id, State.QUEUED, State.SUBMITTING), owner="me", release=False)
     assert store.mark_orphaned_submits(now=10.0) == 0
     assert store.mark_orphaned_submits(now=100.0) == 2
-    assert store.counts()["c1"] == {"uncertain": 2}
+    assert store.counts()["c1"] == {"reconciling": 2}
     assert all("billed" in (j.error or "") for j in store.jobs("c1"))
 
 
@@ -122,7 +122,8 @@ def test_user_retry_moves_only_the_asked_states(store: Store) -> None:
     jobs = store.claim(State.QUEUED, ["c1"], owner="me", now=1.0, lease_seconds=30, limit=3)
     store.apply(Change(jobs[0].id, State.QUEUED, State.CANCELED), owner="me")
     store.apply(Change(jobs[1].id, State.QUEUED, State.SUBMITTING), owner="me")
-    store.apply(Change(jobs[1].id, State.SUBMITTING, State.UNCERTAIN), owner=None)
+    store.apply(Change(jobs[1].id, State.SUBMITTING, State.RECONCILING), owner=None)
+    store.apply(Change(jobs[1].id, State.RECONCILING, State.UNCERTAIN), owner=None)
     assert store.retry("c1", {State.FAILED}) == 0
     assert store.retry("c1", {State.CANCELED}) == 1
     assert store.retry("c1", {State.UNCERTAIN}) == 1

@@ -108,21 +108,71 @@ def test_a_wrong_key_stops_the_campaign_and_loses_nothing(
         assert states_of(store) == {"done": 5}
 
 
-@pytest.mark.parametrize("style", ["bfl", "replicate"])
-def test_create_with_no_usable_answer_is_uncertain_and_never_resent(
-    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style: str
+def test_bfl_create_with_no_usable_answer_stays_uncertain_until_the_user_says(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim.sim.update_config({"faults": {"create": {"drop_after_create_rate": 1.0}}})
-    store.enqueue(campaign(n=3, out=tmp_path / "out", provider=provider(sim, style)))
+    store.enqueue(campaign(n=3, out=tmp_path / "out", provider=provider(sim, "bfl")))
     report = run(store, "c1", monkeypatch)
     assert states_of(store) == {"uncertain": 3}
     assert app.exit_code(store, ["c1"], report) == app.EXIT_JOBS_FAILED
     assert sim.sim.stats()["creates"] == 3  # created once each, never again
-    # Only the user's say-so sends them again.
+    assert all("retry --uncertain" in (j.error or "") for j in store.jobs("c1"))
+    # Only the user's say-so sends them again (and pays again).
     sim.sim.update_config({"faults": {"create": {"drop_after_create_rate": 0.0}}})
     assert store.retry("c1", {State.UNCERTAIN}) == 3
     run(store, "c1", monkeypatch)
     assert states_of(store) == {"done": 3}
+    assert sim.sim.stats()["creates"] == 6
+
+
+def test_replicate_create_with_no_usable_answer_is_reconciled_not_resent(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim.sim.update_config({"faults": {"create": {"drop_after_create_rate": 1.0}}})
+    store.enqueue(campaign(n=3, out=tmp_path / "out", provider=provider(sim, "replicate")))
+    report = run(store, "c1", monkeypatch)
+    assert states_of(store) == {"done": 3}
+    assert app.exit_code(store, ["c1"], report) == app.EXIT_OK
+    stats = sim.sim.stats()
+    assert stats["creates"] == 3 and stats["dropped_creates"] == 3
+    assert stats["lists"] >= 1
+    # Each job adopted the very prediction its lost create made.
+    assert {j.remote_id for j in store.jobs("c1")} == {g["id"] for g in stats["generations"]}
+
+
+def test_replicate_create_that_never_happened_is_resent_after_listing(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 503 before anything was created: maybe billed as far as the runner knows, so it
+    # lists first, finds nothing, and only then submits again.
+    sim.sim.update_config({"faults": {"create": {"error_rate": 1.0, "error_status": 503}}})
+    store.enqueue(campaign(n=2, out=tmp_path / "out", provider=provider(sim, "replicate")))
+
+    async def lift_fault_after_first_creates() -> None:
+        while sim.sim.stats()["status_codes"].get("503", 0) < 2:
+            await anyio.sleep(0.02)
+        sim.sim.update_config({"faults": {"create": {"error_rate": 0.0}}})
+
+    monkeypatch.setenv("RUNNER_TEST_KEY", "k")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lift_fault_after_first_creates)
+            with anyio.fail_after(60):
+                await app.work(
+                    store,
+                    ["c1"],
+                    options=PoolOptions(tick=0.05),
+                    handle_signals=False,
+                    progress_every=0,
+                )
+
+    anyio.run(main)
+    assert states_of(store) == {"done": 2}
+    stats = sim.sim.stats()
+    assert stats["creates"] == 2 and stats["lists"] >= 2
+    assert set(stats["creates_by_input"].values()) == {1}
 
 
 def test_rate_limits_and_server_errors_on_queries_are_retried(

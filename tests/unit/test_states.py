@@ -55,6 +55,11 @@ def test_illegal_move_is_refused() -> None:
         Change(1, State.DONE, State.QUEUED)
 
 
+def test_without_a_deadline_a_job_still_ends_eventually() -> None:
+    change = states.begin_submit(job(), NOW, deadline_seconds=None)
+    assert change.values["deadline_at"] == NOW + states.DEFAULT_DEADLINE
+
+
 def test_begin_submit_counts_attempt_and_sets_deadline_once() -> None:
     change = states.begin_submit(job(attempts=1), NOW, deadline_seconds=60)
     assert change.to is State.SUBMITTING
@@ -86,9 +91,9 @@ def test_created_already_finished_goes_straight_to_download() -> None:
 @pytest.mark.parametrize(
     ("kind", "maybe_sent", "expected"),
     [
-        (ErrorKind.TIMEOUT, True, State.UNCERTAIN),
-        (ErrorKind.SERVER, True, State.UNCERTAIN),
-        (ErrorKind.PROTOCOL, True, State.UNCERTAIN),
+        (ErrorKind.TIMEOUT, True, State.RECONCILING),
+        (ErrorKind.SERVER, True, State.RECONCILING),
+        (ErrorKind.PROTOCOL, True, State.RECONCILING),
         (ErrorKind.NETWORK, False, State.QUEUED),
         (ErrorKind.INVALID, True, State.FAILED),
         (ErrorKind.RATE_LIMITED, True, State.QUEUED),
