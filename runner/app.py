@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -23,9 +24,10 @@ from runner.errors import InputError
 from runner.jobfile import load_jobfile
 from runner.limits import TokenBucket
 from runner.presets import simulated
+from runner.providers.base import Handle, ProviderError
 from runner.providers.factory import make_provider
 from runner.simulator import SimConfig, Simulator, serve
-from runner.states import SETTLED, TERMINAL, State
+from runner.states import SETTLED, TERMINAL, State, user_cancel
 from runner.store import Store, open_store
 from runner.worker.download import file_client
 from runner.worker.pool import CampaignRuntime, PoolOptions, RunReport, Worker
@@ -189,6 +191,48 @@ async def work(
                 for runtime in runtimes.values():
                     await runtime.provider.aclose()
         return worker.report
+
+
+@dataclass(frozen=True)
+class CancelReport:
+    canceled: int  # jobs moved to `canceled`
+    remote: int  # of which the provider was asked to cancel the prediction
+    remote_failed: int  # cancels the provider refused or did not answer
+    kept: int  # jobs left alone: being downloaded (already paid for) or in a worker's hands
+
+
+async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> CancelReport:
+    """Stop a campaign: cancel predictions where the API allows it, drop the rest of its queue.
+
+    Results already being downloaded are kept (they are paid for). A job a worker holds at
+    this moment is left to it; run the command again once that worker has let go.
+    """
+    settings = store.settings(name)
+    config = simulated(settings.provider, sim_url) if sim_url else settings.provider
+    key = SIMULATOR_KEY if sim_url else api_key(settings.provider, name)
+    provider = make_provider(config, key)
+    canceled = remote = remote_failed = kept = 0
+    wanted = (State.QUEUED, State.RUNNING, State.RECONCILING, State.UNCERTAIN)
+    try:
+        for job in list(store.jobs(name, wanted)):
+            now = time.time()
+            if job.lease_owner is not None and (job.lease_expires_at or 0) > now:
+                kept += 1
+                continue
+            if job.state is State.RUNNING and job.remote_id and provider.supports_cancel:
+                try:
+                    await provider.cancel(Handle(job.remote_id, job.polling_url))
+                    remote += 1
+                except ProviderError as error:
+                    log.warning("cancel of %s at the provider failed: %s", job.key, error)
+                    remote_failed += 1
+            change = user_cancel(job, time.time())
+            if await anyio.to_thread.run_sync(partial(store.apply, change, owner=None)):
+                canceled += 1
+        kept += sum(1 for _ in store.jobs(name, [State.DOWNLOADING, State.SUBMITTING]))
+    finally:
+        await provider.aclose()
+    return CancelReport(canceled, remote, remote_failed, kept)
 
 
 def exit_code(store: Store, names: Iterable[str], report: RunReport) -> int:

@@ -234,6 +234,26 @@ def retry(campaign: str, db: str | None, states_: str, uncertain: bool) -> None:
     click.echo(f"{campaign}: {moved} job(s) queued again")
 
 
+@cli.command(epilog=EPILOG)
+@click.argument("campaign")
+@db_option
+@simulator_url_option
+def cancel(campaign: str, db: str | None, simulator_url: str | None) -> None:
+    """Stop CAMPAIGN: cancel its predictions where the API allows, drop its queue.
+
+    Results already being downloaded are kept: they are paid for.
+    """
+    store = open_store(app.resolve_db(db), create=False)
+    if campaign not in store.campaign_names():
+        raise InputError(f"no campaign named {campaign!r} in this database.")
+    report = anyio.run(lambda: app.cancel(store, campaign, sim_url=simulator_url))
+    click.echo(
+        f"{campaign}: {report.canceled} job(s) canceled ({report.remote} at the provider"
+        + (f", {report.remote_failed} refused there" if report.remote_failed else "")
+        + f"); {report.kept} left to finish"
+    )
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8787, show_default=True, help="0 picks a free port.")

@@ -47,7 +47,8 @@ RETRYABLE_BY_USER = frozenset(
 )
 
 MOVES: dict[State, frozenset[State]] = {
-    State.QUEUED: frozenset({State.SUBMITTING, State.CANCELED, State.EXPIRED}),
+    # QUEUED -> DONE only by reuse: the very same input was already generated and saved.
+    State.QUEUED: frozenset({State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE}),
     State.SUBMITTING: frozenset(
         {
             State.QUEUED,
@@ -148,9 +149,14 @@ class Change:
 
 @dataclass(frozen=True)
 class Halt:
-    """The whole campaign must stop: every further call would fail the same way."""
+    """The campaign must stop: every further call would fail the same way.
+
+    A refused key stops everything; no credit stops new creates only, so what is already
+    paid for still finishes.
+    """
 
     reason: str
+    creates_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,9 +212,13 @@ def on_create_error(
     if error.kind in (ErrorKind.AUTH, ErrorKind.NO_CREDIT):
         # Not billed; give the attempt back and stop the campaign.
         back = {"attempts": max(0, job.attempts - 1), "error": str(error)}
-        return Outcome(Change(job.id, job.state, State.QUEUED, back), Halt(_halt_text(error)))
+        return Outcome(Change(job.id, job.state, State.QUEUED, back), _halt(error))
     if error.kind is ErrorKind.RATE_LIMITED:
-        wait = error.retry_after if error.retry_after is not None else backoff(1, policy, rng)
+        wait = (
+            error.retry_after * policy.scale
+            if error.retry_after is not None
+            else backoff(1, policy, rng)
+        )
         back = {"attempts": max(0, job.attempts - 1), "next_attempt_at": now + wait}
         return Outcome(Change(job.id, job.state, State.QUEUED, back))
     if error.kind is ErrorKind.INVALID:
@@ -383,8 +393,9 @@ def on_poll_error(
 ) -> Outcome:
     """A query failed. Queries are free to repeat, but not forever; auth stops the campaign."""
     if error.kind in (ErrorKind.AUTH, ErrorKind.NO_CREDIT):
-        keep = {"error": str(error)}
-        return Outcome(Change(job.id, job.state, job.state, keep), Halt(_halt_text(error)))
+        # Not due again soon: the campaign stops, and a resumed run retries it first thing.
+        keep = {"error": str(error), "next_attempt_at": now + backoff(1, policy, rng)}
+        return Outcome(Change(job.id, job.state, job.state, keep), _halt(error))
     if error.kind is ErrorKind.NOT_FOUND:
         return Outcome(_lost_or_retry(job, str(error), now, rng))
     strikes = job.strikes + 1
@@ -393,7 +404,7 @@ def on_poll_error(
         reason = f"gave up after {strikes} failed status queries: {error}"
         return Outcome(_finish(job, State.FAILED, now, reason))
     if error.kind is ErrorKind.RATE_LIMITED and error.retry_after is not None:
-        wait = error.retry_after
+        wait = error.retry_after * policy.scale
     else:
         wait = backoff(strikes, policy, rng)
     values = {"polls": job.polls + 1, "strikes": strikes, "next_attempt_at": now + wait}
@@ -453,6 +464,24 @@ def on_download_error(
 MAX_URL_REFRESHES = 2
 
 
+def can_reuse(job: Job) -> bool:
+    """Reuse only when asked and only for a fixed seed: without one, the same input is
+    another image, and the user asked for another image."""
+    return bool(job.meta.get("reuse")) and job.input.get("seed") is not None
+
+
+def on_reused(job: Job, source: Job, files: list[dict[str, Any]], now: float) -> Change:
+    return _finish(
+        job,
+        State.DONE,
+        now,
+        None,
+        files=files,
+        cost=0.0,
+        meta={**job.meta, "reused_from": {"campaign": source.campaign, "key": source.key}},
+    )
+
+
 def user_cancel(job: Job, now: float) -> Change:
     return _finish(job, State.CANCELED, now, "canceled by the user")
 
@@ -479,13 +508,14 @@ def user_retry(job: Job, now: float) -> Change:
     )
 
 
-def _halt_text(error: ProviderError) -> str:
+def _halt(error: ProviderError) -> Halt:
     if error.kind is ErrorKind.AUTH:
-        return (
+        return Halt(
             f"the provider refused the API key ({error}). Check that the environment variable "
             "holds a valid key for this provider, then run the same command again."
         )
-    return (
-        f"the provider says the account is out of credit ({error}). Add credit, then run the "
-        "same command again; nothing was lost."
+    return Halt(
+        f"the provider says the account is out of credit ({error}). Jobs already running "
+        "were finished; add credit, then run the same command again. Nothing was lost.",
+        creates_only=True,
     )

@@ -18,6 +18,9 @@ def campaign(
     provider: ProviderConfig = BFL,
     limits: Limits | None = None,
     start: int = 0,
+    input_extra: dict[str, object] | None = None,
+    meta_extra: dict[str, object] | None = None,
+    model: str | None = None,
 ) -> Campaign:
     settings = CampaignSettings(
         name=name,
@@ -30,9 +33,10 @@ def campaign(
         JobSpec(
             key=f"k{i}",
             index=i + 1,
-            model="flux-pro-1.1" if provider.style == "bfl" else "black-forest-labs/flux-schnell",
-            input={"prompt": f"prompt {i}"},
-            meta={"prompt": f"prompt {i}", "slug": f"prompt-{i}"},
+            model=model
+            or ("flux-pro-1.1" if provider.style == "bfl" else "black-forest-labs/flux-schnell"),
+            input={"prompt": f"prompt {i}", **(input_extra or {})},
+            meta={"prompt": f"prompt {i}", "slug": f"prompt-{i}", **(meta_extra or {})},
         )
         for i in range(start, start + n)
     ]

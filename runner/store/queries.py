@@ -104,9 +104,7 @@ def release_lease(job_id: int, owner: str, due_at: float | None) -> Executable:
     values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
     if due_at is not None:
         values["next_attempt_at"] = due_at
-    return (
-        sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner).values(**values)
-    )
+    return sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner).values(**values)
 
 
 def renew_leases(owner: str, lease_until: float) -> Executable:
@@ -184,4 +182,17 @@ def campaign_names() -> Executable:
 def set_halted(name: str, reason: str | None, now: float) -> Executable:
     return (
         sa.update(campaigns).where(campaigns.c.name == name).values(halted=reason, updated_at=now)
+    )
+
+
+def done_with_input(input_hash: str, exclude_id: int) -> Executable:
+    return (
+        sa.select(jobs)
+        .where(
+            jobs.c.input_hash == input_hash,
+            jobs.c.state == State.DONE.value,
+            jobs.c.id != exclude_id,
+        )
+        .order_by(jobs.c.id)
+        .limit(1)
     )

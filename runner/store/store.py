@@ -289,6 +289,12 @@ class Store:
             result = conn.execute(queries.orphaned_submits(now, ORPHANED_SUBMIT))
             return int(result.rowcount)
 
+    def find_done(self, input_hash: str, exclude_id: int) -> Job | None:
+        """A done job, in any campaign, that generated exactly this input."""
+        with self.read() as conn:
+            row = conn.execute(queries.done_with_input(input_hash, exclude_id)).first()
+        return None if row is None else _row_to_job(row)
+
     def in_flight(self, campaign: str) -> int:
         with self.read() as conn:
             return int(conn.execute(queries.count_in_states(campaign, IN_FLIGHT)).scalar_one())

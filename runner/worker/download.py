@@ -172,3 +172,23 @@ async def download(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
+
+
+def copy_file(source: Path, folder: Path, name_for: Callable[[str], str], tag: str) -> SavedFile:
+    """Copy a file already on disk (a reused result) into `folder`, as atomically as a download."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    ext = sniff_extension(data[:16])
+    if ext is None:
+        raise DownloadError(f"{source} is not an image any more")
+    temp = folder / f"{temp_prefix(tag)}{os.getpid()}.{os.urandom(4).hex()}.part"
+    try:
+        with temp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        digest = hashlib.sha256(data).hexdigest()
+        final = _place(temp, folder, name_for, ext, digest)
+        return SavedFile(path=str(final), sha256=digest, bytes=len(data), url=f"file://{source}")
+    finally:
+        temp.unlink(missing_ok=True)

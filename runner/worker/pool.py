@@ -34,12 +34,13 @@ from runner.limits import TokenBucket
 from runner.naming import job_fields, render_filename
 from runner.providers.base import Handle, Provider, ProviderError
 from runner.retry import RetryPolicy, time_scale
-from runner.states import SETTLED, Change, Job, Outcome, State
+from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
 from runner.store.schema import jobs as jobs_table
-from runner.worker.download import DownloadError, download, remove_stale_temps
+from runner.worker.download import DownloadError, copy_file, download, remove_stale_temps
 
 log = logging.getLogger("runner.worker")
+CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
 BUG_BACKOFF = 30.0  # seconds before a job that hit an unexpected error is tried again
 T = TypeVar("T")
 
@@ -60,7 +61,16 @@ class CampaignRuntime:
     settings: CampaignSettings
     provider: Provider
     bucket: TokenBucket
-    halted: str | None = None
+    halt: Halt | None = None
+
+    @property
+    def submits(self) -> bool:
+        return self.halt is None
+
+    @property
+    def follows(self) -> bool:
+        """Still polls and downloads what it has in flight."""
+        return self.halt is None or self.halt.creates_only
 
 
 @dataclass
@@ -173,28 +183,33 @@ class Worker:
         last_sweep = 0.0
         while True:
             now = self.clock()
-            active = [n for n in names if self.campaigns[n].halted is None]
-            if self.stopping or not active:
+            follow = [n for n in names if self.campaigns[n].follows]
+            if self.stopping:
                 if sum(self.in_hand.values()) == 0:
-                    self.report.stopped_early = self.stopping
+                    self.report.stopped_early = True
                     return
             else:
                 if now - last_sweep >= self.options.sweep_every:
                     await self._db_call(self.store.mark_orphaned_submits, now)
                     last_sweep = now
-                await self._claim_and_start(tg, active, now)
+                await self._claim_and_start(tg, follow, now)
                 idle = sum(self.in_hand.values()) == 0
-                if idle and self.options.exit_when_settled and await self._settled(names):
+                if idle and self.options.exit_when_settled and await self._finished(names):
                     return
-            await self._sleep(active)
+            await self._sleep(follow)
 
-    async def _settled(self, names: list[str]) -> bool:
-        return await self._db_call(self._all_settled, names)
+    async def _finished(self, names: list[str]) -> bool:
+        return await self._db_call(self._nothing_left, names)
 
-    def _all_settled(self, names: Iterable[str]) -> bool:
+    def _nothing_left(self, names: Iterable[str]) -> bool:
+        """Every campaign is settled, or halted with nothing it may still do."""
         for name in names:
+            runtime = self.campaigns[name]
+            if not runtime.follows:
+                continue
             counts = self.store.counts(name).get(name, {})
-            if any(State(s) not in SETTLED and n for s, n in counts.items()):
+            waiting = SETTLED if runtime.submits else SETTLED | {State.QUEUED}
+            if any(State(s) not in waiting and n for s, n in counts.items()):
                 return False
         return True
 
@@ -203,7 +218,7 @@ class Worker:
         delay = self.options.tick
         if active and not self.stopping:
             due = await self._db_call(
-                self.store.next_due, active, (State.QUEUED, State.RUNNING, State.DOWNLOADING)
+                self.store.next_due, active, CLAIMABLE
             )
             if due is not None:
                 delay = min(delay, max(0.01, due - self.clock()))
@@ -232,6 +247,8 @@ class Worker:
             self._start(tg, "poll", self._reconcile, job)
         for name in active:
             runtime = self.campaigns[name]
+            if not runtime.submits:
+                continue
             in_flight = await self._db_call(self.store.in_flight, name)
             free = min(
                 runtime.settings.limits.max_in_flight - in_flight,
@@ -268,14 +285,14 @@ class Worker:
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
         await self._apply(outcome.change)
-        if outcome.halt is not None:
-            runtime = self.campaigns[job.campaign]
-            if runtime.halted is None:
-                runtime.halted = outcome.halt.reason
-                self.report.halted[job.campaign] = outcome.halt.reason
-                log.error("campaign %s stopped: %s", job.campaign, outcome.halt.reason)
-                with anyio.CancelScope(shield=True):
-                    await self._db_call(self.store.set_halted, job.campaign, outcome.halt.reason)
+        halt = outcome.halt
+        runtime = self.campaigns[job.campaign]
+        if halt is not None and (runtime.halt is None or not halt.creates_only):
+            runtime.halt = halt
+            self.report.halted[job.campaign] = halt.reason
+            log.error("campaign %s stopped: %s", job.campaign, halt.reason)
+            with anyio.CancelScope(shield=True):
+                await self._db_call(self.store.set_halted, job.campaign, halt.reason)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -284,6 +301,8 @@ class Worker:
         now = self.clock()
         if job.deadline_at is not None and now > job.deadline_at:
             await self._apply(states.on_deadline(job, now))
+            return
+        if states.can_reuse(job) and await self._reuse(job):
             return
         begin = states.begin_submit(job, now, runtime.settings.deadline_seconds)
         if not await self._apply(begin, release=False):
@@ -300,7 +319,8 @@ class Worker:
         except ProviderError as error:
             outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
             if outcome.change.to is State.QUEUED and error.retry_after is not None:
-                runtime.bucket.pause(self.clock() + error.retry_after)
+                # The whole account is throttled, not just this job: hold every create.
+                runtime.bucket.pause(self.clock() + error.retry_after * self.policy.scale)
             log.info("create %s: %s -> %s", job.key, error, outcome.change.to)
         except BaseException:
             # Cancelled (second Ctrl-C) or a bug while the request may have been out: the
@@ -343,6 +363,38 @@ class Worker:
         await self._settle(job, outcome)
         if outcome.change.to is State.DOWNLOADING:
             self.wake()
+
+    async def _reuse(self, job: Job) -> bool:
+        """Take the files of a done job with the very same input instead of paying again."""
+        if job.input_hash is None:
+            return False
+        source = await self._db_call(self.store.find_done, job.input_hash, job.id)
+        if source is None:
+            return False
+        settings = self.campaigns[job.campaign].settings
+        fields = job_fields(settings.name, job)
+        saved = []
+        try:
+            for n, record in enumerate(source.files, start=1):
+
+                def name_for(ext: str, n: int = n) -> str:
+                    return render_filename(
+                        settings.filename_template, fields, ext=ext, n=n, outputs=len(source.files)
+                    )
+
+                tag = f"{settings.name}.{job.key}.{n}"
+                saved.append(
+                    await anyio.to_thread.run_sync(
+                        copy_file, Path(record["path"]), Path(settings.output_dir), name_for, tag
+                    )
+                )
+        except (OSError, DownloadError) as error:
+            log.warning("job %s: cannot reuse %s (%s); generating it", job.key, source.key, error)
+            return False
+        files = [f.to_dict() for f in saved]
+        await self._apply(states.on_reused(job, source, files, self.clock()))
+        log.info("job %s: reused the result of %s/%s", job.key, source.campaign, source.key)
+        return True
 
     async def _reconcile(self, job: Job) -> None:
         """Did a create that got no answer happen? Adopt it, resend it, or ask the user."""

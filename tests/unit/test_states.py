@@ -50,7 +50,9 @@ def test_done_is_final_and_terminals_only_go_back_to_queue() -> None:
 
 def test_illegal_move_is_refused() -> None:
     with pytest.raises(IllegalMove):
-        Change(1, State.QUEUED, State.DONE)
+        Change(1, State.QUEUED, State.DOWNLOADING)
+    with pytest.raises(IllegalMove):
+        Change(1, State.UNCERTAIN, State.SUBMITTING)  # resending needs the user's retry
     with pytest.raises(IllegalMove):
         Change(1, State.DONE, State.QUEUED)
 
@@ -132,6 +134,8 @@ def test_auth_and_credit_errors_halt_the_campaign_without_losing_the_job(kind: E
     poll = states.on_poll_error(job(State.RUNNING, remote_id="r"), error, NOW, POLICY, rng())
     assert poll.change.to is State.RUNNING
     assert poll.halt is not None
+    assert poll.change.values["next_attempt_at"] > NOW  # a halted poll must not spin
+    assert poll.halt.creates_only is (kind is ErrorKind.NO_CREDIT)
 
 
 @pytest.mark.parametrize(
