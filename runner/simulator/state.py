@@ -584,6 +584,10 @@ class Simulator:
                         "outcome": prediction.outcome,
                         "phase": snap.phase,
                         "ended_at": None if snap.completed is None else self.wall(snap.completed),
+                        # Cancel-After, as an absolute time (None when the create had none)
+                        "deadline": (
+                            None if prediction.deadline is None else self.wall(prediction.deadline)
+                        ),
                     }
                 )
             return {

@@ -210,3 +210,24 @@ def test_downloaded_files_are_recorded_with_their_hash(
         assert Path(record["path"]).parent == tmp_path / "out"
         assert record["sha256"] in served
         assert json.dumps(record)  # plain JSON in the database
+
+
+def test_the_jobs_deadline_goes_out_as_cancel_after(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = campaign(n=2, out=tmp_path / "out", provider=provider(sim, "replicate"))
+    settings = spec.settings.__class__(**{**spec.settings.__dict__, "deadline_seconds": 90.0})
+    store.enqueue(spec.__class__(settings=settings, jobs=spec.jobs))
+    run(store, "c1", monkeypatch)
+    assert states_of(store) == {"done": 2}
+    for record in sim.sim.stats()["generations"]:
+        assert record["deadline"] - record["created_at"] == pytest.approx(90, abs=2)
+
+
+def test_without_a_deadline_no_cancel_after_is_sent(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.enqueue(campaign(n=1, out=tmp_path / "out", provider=provider(sim, "replicate")))
+    run(store, "c1", monkeypatch)
+    (record,) = sim.sim.stats()["generations"]
+    assert record["deadline"] is None
