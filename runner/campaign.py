@@ -109,6 +109,11 @@ def canonical_json(data: Any) -> str:
 
 
 def input_fingerprint(provider: str, model: str, input: dict[str, Any]) -> str:
-    """Identifies "the very same generation": used to reuse a done result instead of paying."""
-    text = canonical_json({"provider": provider, "model": model, "input": input})
+    """Identifies "the very same generation": used to reuse a done result instead of paying.
+
+    Input images count by content (their sha256), not by where the file happens to be.
+    """
+    from runner.inputs import key_view
+
+    text = canonical_json({"provider": provider, "model": model, "input": key_view(input)})
     return hashlib.sha256(text.encode()).hexdigest()

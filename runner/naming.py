@@ -14,6 +14,7 @@ Template fields:
   variant   0-based variant number within the prompt (an int)
   seed      the seed sent, or empty when the provider picks one (an int otherwise)
   model     the model, with "/" and ":" turned into "-"
+  image     the input image's file name without extension, slugified (with `images:`), else empty
   n         1-based number of the image within the job's outputs (an int)
   ext       the image's extension without the dot ("png", "jpg", "webp")
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 TEMPLATE_FIELDS: tuple[str, ...] = (
@@ -34,6 +36,7 @@ TEMPLATE_FIELDS: tuple[str, ...] = (
     "variant",
     "seed",
     "model",
+    "image",
     "n",
     "ext",
 )
@@ -50,6 +53,7 @@ _SAMPLE: dict[str, Any] = {
     "variant": 0,
     "seed": 1,
     "model": "model",
+    "image": "image",
     "n": 1,
     "ext": "png",
 }
@@ -203,6 +207,7 @@ def job_fields(campaign: str, job: NamedJob) -> dict[str, Any]:
         "variant": meta.get("variant", 0),
         "seed": meta.get("seed"),
         "model": job.model.replace("/", "-").replace(":", "-"),
+        "image": slugify(PurePosixPath(meta["image"]).stem) if meta.get("image") else "",
     }
 
 

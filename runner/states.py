@@ -47,8 +47,11 @@ RETRYABLE_BY_USER = frozenset(
 )
 
 MOVES: dict[State, frozenset[State]] = {
-    # QUEUED -> DONE only by reuse: the very same input was already generated and saved.
-    State.QUEUED: frozenset({State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE}),
+    # QUEUED -> DONE only by reuse (the very same input was already generated and saved);
+    # QUEUED -> FAILED when an input file changed before anything was sent.
+    State.QUEUED: frozenset(
+        {State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE, State.FAILED}
+    ),
     State.SUBMITTING: frozenset(
         {
             State.QUEUED,
@@ -189,6 +192,12 @@ def begin_submit(job: Job, now: float, deadline_seconds: float | None) -> Change
 
 def remaining_deadline(job: Job, now: float) -> float | None:
     return None if job.deadline_at is None else max(0.0, job.deadline_at - now)
+
+
+def on_input_gone(job: Job, now: float, reason: str) -> Change:
+    """An input image changed or vanished since the job was queued: sending something else
+    than what the user checked would be wrong, and retrying cannot help."""
+    return _finish(job, State.FAILED, now, f"input file changed since it was queued: {reason}")
 
 
 def on_created(job: Job, submission: Submission, now: float, rng: random.Random) -> Outcome:

@@ -19,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("input_hash", sa.String(64), nullable=True))
-        batch.add_column(
-            sa.Column("url_refreshes", sa.Integer, nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("url_refreshes", sa.Integer, nullable=False, server_default="0"))
         batch.create_index("ix_jobs_input_hash_state", ["input_hash", "state"])
 
 

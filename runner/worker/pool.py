@@ -30,6 +30,7 @@ import httpx
 
 from runner import states
 from runner.campaign import CampaignSettings
+from runner.inputs import FileChangedError, materialize
 from runner.limits import TokenBucket
 from runner.naming import job_fields, render_filename
 from runner.providers.base import Handle, Provider, ProviderError
@@ -217,9 +218,7 @@ class Worker:
         self._wake = anyio.Event()
         delay = self.options.tick
         if active and not self.stopping:
-            due = await self._db_call(
-                self.store.next_due, active, CLAIMABLE
-            )
+            due = await self._db_call(self.store.next_due, active, CLAIMABLE)
             if due is not None:
                 delay = min(delay, max(0.01, due - self.clock()))
         with anyio.move_on_after(delay):
@@ -304,6 +303,13 @@ class Worker:
             return
         if states.can_reuse(job) and await self._reuse(job):
             return
+        style = runtime.settings.provider.style
+        try:
+            # Input images are stored as references; the provider gets their bytes.
+            body = await anyio.to_thread.run_sync(materialize, job.input, style)
+        except FileChangedError as error:
+            await self._apply(states.on_input_gone(job, now, str(error)))
+            return
         begin = states.begin_submit(job, now, runtime.settings.deadline_seconds)
         if not await self._apply(begin, release=False):
             return
@@ -313,9 +319,7 @@ class Worker:
             states.remaining_deadline(job, now) if runtime.settings.deadline_seconds else None
         )
         try:
-            submission = await runtime.provider.create(
-                job.model, job.input, deadline_seconds=remaining
-            )
+            submission = await runtime.provider.create(job.model, body, deadline_seconds=remaining)
         except ProviderError as error:
             outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
             if outcome.change.to is State.QUEUED and error.retry_after is not None:
@@ -398,14 +402,22 @@ class Worker:
 
     async def _reconcile(self, job: Job) -> None:
         """Did a create that got no answer happen? Adopt it, resend it, or ask the user."""
-        provider = self.campaigns[job.campaign].provider
+        runtime = self.campaigns[job.campaign]
+        provider = runtime.provider
         if not provider.supports_list:
             reason = "this API cannot list its tasks, so the runner cannot find out"
             await self._apply(states.on_reconcile_unavailable(job, reason))
             return
         since = job.submitted_at if job.submitted_at is not None else job.updated_at
         try:
-            found = await provider.find(job.model, job.input, since=since)
+            # The provider echoes what it was sent: compare with the same bytes.
+            style = runtime.settings.provider.style
+            body = await anyio.to_thread.run_sync(materialize, job.input, style)
+            found = await provider.find(job.model, body, since=since)
+        except FileChangedError as error:
+            reason = f"its input file changed, so it cannot be matched ({error})"
+            await self._apply(states.on_reconcile_unavailable(job, reason))
+            return
         except ProviderError as error:
             change = states.on_reconcile_error(job, error, self.clock(), self.policy, self.rng)
             await self._apply(change)

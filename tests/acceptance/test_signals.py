@@ -88,7 +88,7 @@ def test_second_ctrl_c_stops_at_once_and_stays_consistent(
     assert proc.returncode == 3, output
     assert "Traceback" not in output
     assert_consistent(tmp_path / "runner.db")
-    # The interrupted creates may have been billed: uncertain, not queued.
+    # The interrupted creates may have been billed: to be looked up, never simply queued.
     states = [s for s, _ in rows(tmp_path / "runner.db")]
-    assert states.count("uncertain") >= 1
-    assert set(states) <= {"queued", "uncertain"}
+    assert states.count("reconciling") >= 1
+    assert set(states) <= {"queued", "reconciling"}

@@ -86,93 +86,6 @@ def test_example_job_file_loads() -> None:
     assert prompts_of(campaign)[3:] == example_prompts  # inline first, then the file in order
 
 
-# --- prompts files ---------------------------------------------------------------------------
-
-
-def test_txt_prompts_file_skips_blanks_and_comments_and_records_lines(tmp_path: Path) -> None:
-    campaign = load(
-        tmp_path,
-        HEAD + "prompts_file: p.txt\n",
-        p_txt="# header\n\na fox in snow\n   \n  # indented comment\n  a red lantern  \n",
-    )
-    assert prompts_of(campaign) == ["a fox in snow", "a red lantern"]
-    assert [job.meta["source"] for job in campaign.jobs] == ["p.txt:3", "p.txt:6"]
-
-
-def test_txt_accepts_crlf_and_a_byte_order_mark(tmp_path: Path) -> None:
-    (tmp_path / "p.txt").write_bytes("\ufeffa fox\r\nsecond\r\n".encode())
-    campaign = load(tmp_path, HEAD + "prompts_file: p.txt\n")
-    assert prompts_of(campaign) == ["a fox", "second"]
-
-
-def test_jsonl_prompts_file_takes_objects_and_strings(tmp_path: Path) -> None:
-    jsonl = "\n".join(
-        [
-            '{"prompt": "a fox", "id": "fox", "seed": 3, "width": 640}',
-            "",
-            '"just a string"',
-            '{"prompt": "two of these", "variants": 2, "style": {"tone": "warm"}}',
-        ]
-    )
-    campaign = load(tmp_path, HEAD + "input: {width: 1024}\nprompts_file: p.jsonl\n", p_jsonl=jsonl)
-    jobs = campaign.jobs
-    assert [job.input["prompt"] for job in jobs] == [
-        "a fox",
-        "just a string",
-        "two of these",
-        "two of these",
-    ]
-    assert jobs[0].key == "fox"
-    assert jobs[0].input == {"prompt": "a fox", "seed": 3, "width": 640}
-    assert jobs[1].input == {"prompt": "just a string", "width": 1024}
-    assert jobs[2].input["style"] == {"tone": "warm"}
-    assert [job.meta["source"] for job in jobs] == [
-        "p.jsonl:1",
-        "p.jsonl:3",
-        "p.jsonl:4",
-        "p.jsonl:4",
-    ]
-
-
-def test_csv_prompts_file_columns_become_overrides(tmp_path: Path) -> None:
-    csv_text = (
-        "prompt,id,variants,seed,style,raw\n"
-        'a fox,fox,,7,"warm, soft",true\n'
-        "a lantern,,2,,007,\n"
-        ",,,,,\n"
-        '"a boat\non two lines",boat,,1.5,null,\n'
-        'last,,"[10, 20]",,,\n'
-    )
-    campaign = load(tmp_path, HEAD + "input: {seed: 100}\nprompts_file: p.csv\n", p_csv=csv_text)
-    jobs = {job.key: job for job in campaign.jobs}
-    assert jobs["fox"].input == {"prompt": "a fox", "seed": 7, "style": "warm, soft", "raw": True}
-    lanterns = [job for job in campaign.jobs if job.input["prompt"] == "a lantern"]
-    # An empty cell keeps the default; "007" is not a JSON number, so it stays text.
-    assert [job.input["seed"] for job in lanterns] == [100, 101]
-    assert lanterns[0].input["style"] == "007"
-    assert jobs["boat"].input == {"prompt": "a boat\non two lines", "seed": 1.5, "style": None}
-    assert jobs["boat"].meta["source"] == "p.csv:5"
-    last = [job for job in campaign.jobs if job.input["prompt"] == "last"]
-    assert [job.input["seed"] for job in last] == [10, 20]
-    assert last[0].meta["source"] == "p.csv:7"
-
-
-def test_inline_prompts_come_before_the_file(tmp_path: Path) -> None:
-    campaign = load(
-        tmp_path, HEAD + "prompts: [first, second]\nprompts_file: p.txt\n", p_txt="third\n"
-    )
-    assert prompts_of(campaign) == ["first", "second", "third"]
-    assert [job.index for job in campaign.jobs] == [1, 2, 3]
-    assert campaign.jobs[0].meta["source"] == "jobs.yaml:4"
-
-
-def test_prompts_file_in_a_subfolder_is_allowed(tmp_path: Path) -> None:
-    write(tmp_path, "deep prompt\n", "sub/dir/p.txt")
-    campaign = load(tmp_path, HEAD + "prompts_file: sub/dir/p.txt\n")
-    assert prompts_of(campaign) == ["deep prompt"]
-    assert campaign.jobs[0].meta["source"] == "sub/dir/p.txt:1"
-
-
 # --- merging and variants ----------------------------------------------------------------------
 
 
@@ -393,34 +306,6 @@ def test_bad_provider_mapping_field(tmp_path: Path) -> None:
     assert "field `provider`" in message and "base_url" in message and "http" in message
 
 
-def test_missing_prompts_file(tmp_path: Path) -> None:
-    message = error(tmp_path, HEAD + "prompts_file: nope.txt\n")
-    assert "line 4, field `prompts_file`" in message and "nope.txt" in message
-    assert "does not exist" in message
-
-
-def test_prompts_file_that_is_a_folder(tmp_path: Path) -> None:
-    (tmp_path / "p.txt").mkdir()
-    message = error(tmp_path, HEAD + "prompts_file: p.txt\n")
-    assert "`prompts_file`" in message and "folder" in message
-
-
-@pytest.mark.parametrize("target", ["../outside.txt", "ABSOLUTE", "link.txt"])
-def test_prompts_file_escaping_the_folder_is_refused(tmp_path: Path, target: str) -> None:
-    outside = write(tmp_path, "secret\n", "outside.txt")
-    folder = tmp_path / "job"
-    folder.mkdir()
-    (folder / "link.txt").symlink_to(outside)
-    value = str(outside) if target == "ABSOLUTE" else target
-    message = error(folder, HEAD + f"prompts_file: '{value}'\n")
-    assert "line 4, field `prompts_file`" in message and "escapes the folder" in message
-
-
-def test_unknown_prompts_file_extension(tmp_path: Path) -> None:
-    message = error(tmp_path, HEAD + "prompts_file: p.md\n", p_md="a\n")
-    assert "`prompts_file`" in message and "'.md'" in message and ".jsonl" in message
-
-
 def test_no_prompts_names_both_fields(tmp_path: Path) -> None:
     message = error(tmp_path, HEAD)
     assert "jobs.yaml" in message and "`prompts`" in message and "`prompts_file`" in message
@@ -445,12 +330,6 @@ def test_bad_utf8_in_the_job_file(tmp_path: Path) -> None:
     (tmp_path / "jobs.yaml").write_bytes(HEAD.encode() + b"prompts: [caf\xe9]\n")
     with pytest.raises(InputError, match=r"jobs\.yaml, line 4: .*UTF-8"):
         load_jobfile(tmp_path / "jobs.yaml")
-
-
-def test_bad_utf8_in_the_prompts_file(tmp_path: Path) -> None:
-    (tmp_path / "p.txt").write_bytes(b"fine\nalso fine\ncaf\xe9\n")
-    message = error(tmp_path, HEAD + "prompts_file: p.txt\n")
-    assert "p.txt (prompts_file of" in message and "line 3" in message and "UTF-8" in message
 
 
 def test_top_level_list(tmp_path: Path) -> None:
@@ -479,30 +358,6 @@ def test_template_giving_two_jobs_one_name_names_both_prompts(tmp_path: Path) ->
     text = HEAD + "prompts:\n  - {prompt: a fox, id: Fox}\n  - {prompt: a dog, id: fox}\n"
     message = error(tmp_path, text + "output: {name: '{id}.{ext}'}\n")
     assert "`output.name`" in message and "'a fox'" in message and "'a dog'" in message
-
-
-def test_csv_without_prompt_column(tmp_path: Path) -> None:
-    message = error(tmp_path, HEAD + "prompts_file: p.csv\n", p_csv="text,id\na fox,fox\n")
-    assert "p.csv" in message and "line 1" in message and "`prompt` column" in message
-
-
-def test_csv_row_with_too_many_cells(tmp_path: Path) -> None:
-    message = error(tmp_path, HEAD + "prompts_file: p.csv\n", p_csv="prompt,id\nok,a\nx,b,extra\n")
-    assert "p.csv" in message and "line 3" in message
-
-
-def test_bad_jsonl_line(tmp_path: Path) -> None:
-    jsonl = '{"prompt": "a"}\n\n{"prompt": "b", seed: 3}\n'
-    message = error(tmp_path, HEAD + "prompts_file: p.jsonl\n", p_jsonl=jsonl)
-    assert "p.jsonl" in message and "line 3" in message and "JSON" in message
-
-
-@pytest.mark.parametrize(
-    "line", ["42", '{"id": "x"}', '{"prompt": ""}', '{"prompt": "a", "seed": NaN}']
-)
-def test_jsonl_lines_that_are_not_prompts(tmp_path: Path, line: str) -> None:
-    message = error(tmp_path, HEAD + "prompts_file: p.jsonl\n", p_jsonl=f'"fine"\n{line}\n')
-    assert "p.jsonl" in message and "line 2" in message
 
 
 def test_duplicate_ids_name_both_lines(tmp_path: Path) -> None:
@@ -637,6 +492,15 @@ FIELD_NAMES = [
     "api_key_env",
     "poll",
     "prefer_wait",
+    "models",
+    "vars",
+    "images",
+    "reuse",
+    "field",
+    "pattern",
+    "input_image",
+    "input_images",
+    "mask",
 ]
 _scalars = (
     st.none()
@@ -644,6 +508,7 @@ _scalars = (
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.sampled_from(["bfl", "replicate", "flux-dev", "a/b", "p.txt", "{index}", "30m", "", ".."])
+    | st.sampled_from(["img.png", "photos", "input_image", "*.png", "a {animal}", "{x}{y}"])
     | st.text(max_size=20)
 )
 _values = st.recursive(
@@ -670,6 +535,14 @@ def _accepts_or_input_error(path: Path) -> None:
 def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "p.txt").write_text("a fox\n", encoding="utf-8")
+    # A real image, alone and in a folder, so that image fields and `images` can succeed too.
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+    )
+    (folder / "img.png").write_bytes(png)
+    (folder / "photos").mkdir()
+    (folder / "photos" / "a.png").write_bytes(png)
     return folder
 
 
