@@ -1,4 +1,4 @@
-"""Waiting decisions as pure functions: retry backoff and the poll schedule.
+"""Retry waits as pure functions: exponential backoff with full jitter (polls: runner.polling).
 
 Backoff is exponential with full jitter (a uniformly random wait between zero and the capped
 exponential), which spreads retries of many jobs that failed together. Randomness comes from a
@@ -33,17 +33,3 @@ def backoff(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """Full-jitter exponential backoff for the `attempt`-th retry (1-based)."""
     ceiling = min(policy.cap, policy.base * 2 ** max(0, attempt - 1))
     return rng.uniform(0.0, ceiling) * policy.scale
-
-
-# Poll schedule: the first poll comes soon (fast models finish in seconds), later ones spread out.
-POLL_FIRST = 1.0
-POLL_FACTOR = 1.5
-POLL_CAP = 10.0
-POLL_JITTER = 0.2
-
-
-def next_poll_delay(polls_so_far: int, rng: random.Random, scale: float | None = None) -> float:
-    """Seconds until the next status query, after `polls_so_far` queries of this job."""
-    base = min(POLL_CAP, POLL_FIRST * POLL_FACTOR**polls_so_far)
-    jitter = rng.uniform(1.0 - POLL_JITTER, 1.0 + POLL_JITTER)
-    return base * jitter * (time_scale() if scale is None else scale)

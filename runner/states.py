@@ -18,8 +18,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.polling import Timing, next_poll_delay
 from runner.providers.base import ErrorKind, Phase, ProviderError, RemoteStatus, Submission
-from runner.retry import RetryPolicy, backoff, next_poll_delay, time_scale
+from runner.retry import RetryPolicy, backoff, time_scale
 
 
 class State(enum.StrEnum):
@@ -200,7 +201,27 @@ def on_input_gone(job: Job, now: float, reason: str) -> Change:
     return _finish(job, State.FAILED, now, f"input file changed since it was queued: {reason}")
 
 
-def on_created(job: Job, submission: Submission, now: float, rng: random.Random) -> Outcome:
+def _poll_at(
+    job: Job, now: float, rng: random.Random, timing: Timing | None, progress: float | None = None
+) -> float:
+    elapsed = now - job.submitted_at if job.submitted_at is not None else 0.0
+    return now + next_poll_delay(
+        elapsed=elapsed,
+        polls=job.polls,
+        timing=timing,
+        progress=progress,
+        rng=rng,
+        scale=time_scale(),
+    )
+
+
+def on_created(
+    job: Job,
+    submission: Submission,
+    now: float,
+    rng: random.Random,
+    timing: Timing | None = None,
+) -> Outcome:
     """The create answered: store the handle first; the answer may already be final."""
     values = {
         "remote_id": submission.handle.remote_id,
@@ -209,7 +230,7 @@ def on_created(job: Job, submission: Submission, now: float, rng: random.Random)
         "error": None,
     }
     moved = Job(**{**job.__dict__, "state": State.RUNNING, **values})
-    outcome = on_status(moved, submission.status, now, rng)
+    outcome = on_status(moved, submission.status, now, rng, timing)
     change = outcome.change
     return Outcome(Change(job.id, job.state, change.to, {**values, **change.values}), outcome.halt)
 
@@ -309,7 +330,13 @@ def _retry_or_fail(
     )
 
 
-def on_status(job: Job, status: RemoteStatus, now: float, rng: random.Random) -> Outcome:
+def on_status(
+    job: Job,
+    status: RemoteStatus,
+    now: float,
+    rng: random.Random,
+    timing: Timing | None = None,
+) -> Outcome:
     """A query (or a create answer) said where the prediction is."""
     phase = status.phase
     extra: dict[str, Any] = {}
@@ -359,7 +386,7 @@ def on_status(job: Job, status: RemoteStatus, now: float, rng: random.Random) ->
             State.RUNNING,
             {
                 "polls": job.polls + 1,
-                "next_attempt_at": now + next_poll_delay(job.polls, rng),
+                "next_attempt_at": _poll_at(job, now, rng, timing, status.progress),
                 "error": note,
                 "strikes": 0,
                 **extra,
@@ -382,7 +409,7 @@ def _lost_or_retry(job: Job, reason: str, now: float, rng: random.Random) -> Cha
         {
             "strikes": misses,
             "polls": job.polls + 1,
-            "next_attempt_at": now + next_poll_delay(job.polls, rng),
+            "next_attempt_at": _poll_at(job, now, rng, None),
             "error": reason,
         },
     )

@@ -1,4 +1,4 @@
-"""Input hash (for reuse of done results) and output-URL refresh count.
+"""Input hash (reuse of done results), output-URL refresh count, learned generation times.
 
 Revision ID: 0002
 Revises: 0001
@@ -21,10 +21,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("input_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("url_refreshes", sa.Integer, nullable=False, server_default="0"))
         batch.create_index("ix_jobs_input_hash_state", ["input_hash", "state"])
+        batch.create_index("ix_jobs_model_ready", ["model", "ready_at"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_index("ix_jobs_model_ready")
         batch.drop_index("ix_jobs_input_hash_state")
         batch.drop_column("url_refreshes")
         batch.drop_column("input_hash")

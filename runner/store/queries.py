@@ -196,3 +196,18 @@ def done_with_input(input_hash: str, exclude_id: int) -> Executable:
         .order_by(jobs.c.id)
         .limit(1)
     )
+
+
+def recent_durations(provider: str, model: str, limit: int) -> Executable:
+    """Submission-to-ready times of a model's most recent results, for the poll schedule."""
+    return (
+        sa.select(jobs.c.ready_at - jobs.c.submitted_at)
+        .where(
+            jobs.c.model == model,
+            jobs.c.provider == provider,
+            jobs.c.ready_at.is_not(None),
+            jobs.c.submitted_at.is_not(None),
+        )
+        .order_by(jobs.c.ready_at.desc())
+        .limit(limit)
+    )

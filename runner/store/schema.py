@@ -66,4 +66,6 @@ jobs = sa.Table(
     sa.Index("ix_jobs_campaign_state", "campaign", "state"),
     sa.Index("ix_jobs_lease_owner", "lease_owner"),
     sa.Index("ix_jobs_input_hash_state", "input_hash", "state"),
+    # Learning generation times: the most recent finished jobs of a model.
+    sa.Index("ix_jobs_model_ready", "model", "ready_at"),
 )

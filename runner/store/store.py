@@ -289,6 +289,11 @@ class Store:
             result = conn.execute(queries.orphaned_submits(now, ORPHANED_SUBMIT))
             return int(result.rowcount)
 
+    def recent_durations(self, provider: str, model: str, limit: int = 500) -> list[float]:
+        with self.read() as conn:
+            stmt = queries.recent_durations(provider, model, limit)
+            return [float(v) for v in conn.execute(stmt).scalars() if v is not None]
+
     def find_done(self, input_hash: str, exclude_id: int) -> Job | None:
         """A done job, in any campaign, that generated exactly this input."""
         with self.read() as conn:

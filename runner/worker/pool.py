@@ -33,6 +33,7 @@ from runner.campaign import CampaignSettings
 from runner.inputs import FileChangedError, materialize
 from runner.limits import TokenBucket
 from runner.naming import job_fields, render_filename
+from runner.polling import Timing
 from runner.providers.base import Handle, Provider, ProviderError
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
@@ -133,6 +134,7 @@ class Worker:
         self._stop = anyio.Event()
         self._wake = anyio.Event()
         self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
+        self._timings: dict[tuple[str, str], Timing] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -293,6 +295,21 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self._db_call(self.store.set_halted, job.campaign, halt.reason)
 
+    async def _timing(self, job: Job) -> Timing:
+        """The model's learned generation times, read from finished jobs the first time."""
+        key = (job.provider, job.model)
+        if key not in self._timings:
+            durations = await self._db_call(self.store.recent_durations, *key)
+            self._timings.setdefault(key, Timing.of(reversed(durations)))
+        return self._timings[key]
+
+    def _learn(self, job: Job, change: Change) -> None:
+        if change.to is State.DOWNLOADING and job.submitted_at is not None:
+            ready = change.values.get("ready_at")
+            timing = self._timings.get((job.provider, job.model))
+            if ready is not None and timing is not None:
+                timing.add(ready - job.submitted_at)
+
     # -- one job ---------------------------------------------------------------------------
 
     async def _submit(self, job: Job) -> None:
@@ -336,7 +353,9 @@ class Worker:
             raise
         else:
             self.report.submitted += 1
-            outcome = states.on_created(job, submission, self.clock(), self.rng)
+            timing = await self._timing(job)
+            outcome = states.on_created(job, submission, self.clock(), self.rng, timing)
+            self._learn(job, outcome.change)
         await self._settle(job, outcome)
 
     async def _poll(self, job: Job) -> None:
@@ -361,7 +380,9 @@ class Worker:
             raise
         else:
             self.report.polled += 1
-            outcome = states.on_status(job, status, self.clock(), self.rng)
+            timing = await self._timing(job)
+            outcome = states.on_status(job, status, self.clock(), self.rng, timing)
+            self._learn(job, outcome.change)
             if status.phase.value == "unknown":
                 log.warning("job %s: unknown status %r, polling on", job.key, status.raw_status)
         await self._settle(job, outcome)

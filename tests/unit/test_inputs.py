@@ -496,6 +496,10 @@ def test_image_fields_are_the_documented_ones() -> None:
         "input_image_2",
         "input_image_3",
         "input_image_4",
+        "input_image_5",
+        "input_image_6",
+        "input_image_7",
+        "input_image_8",
         "input_images",
         "image",
         "mask",
@@ -508,7 +512,9 @@ def test_image_fields_are_the_documented_ones() -> None:
         "first_frame_image",
     } == IMAGE_FIELDS
     example = (Path(__file__).resolve().parents[2] / "jobs.example.yaml").read_text()
-    assert all(name in example for name in IMAGE_FIELDS)
+    numbered = {f"input_image_{i}" for i in range(2, 9)}
+    assert all(name in example for name in IMAGE_FIELDS - numbered)
+    assert "input_image_2 .. input_image_8" in example
 
 
 def test_identical_images_make_one_job(tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ def test_template_fields_are_the_documented_ones() -> None:
         "variant",
         "seed",
         "model",
+        "image",
         "n",
         "ext",
     }
@@ -206,3 +207,19 @@ def test_any_valid_template_and_any_values_give_one_safe_name(
     assert not name.startswith(".")
     assert name not in (".", "..")
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
+
+
+def test_image_field_is_the_input_images_name() -> None:
+    from runner.naming import job_fields
+
+    class J:
+        key = "k"
+        index = 3
+        model = "flux-kontext-pro"
+        meta = {"prompt": "make it snow", "image": "photos/Harbour View.PNG"}
+
+    fields = job_fields("c", J())
+    assert fields["image"] == "harbour-view"
+    assert render_filename("{index:03d}-{image}.{ext}", fields, ext="png", n=1, outputs=1) == (
+        "003-harbour-view.png"
+    )

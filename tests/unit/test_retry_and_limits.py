@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from runner.limits import TokenBucket
-from runner.retry import POLL_CAP, RetryPolicy, backoff, next_poll_delay
+from runner.retry import RetryPolicy, backoff
 
 
 def test_backoff_is_full_jitter_under_a_growing_capped_ceiling() -> None:
@@ -20,14 +20,6 @@ def test_backoff_is_full_jitter_under_a_growing_capped_ceiling() -> None:
 
 def test_backoff_scale_zero_means_no_wait() -> None:
     assert backoff(5, RetryPolicy(scale=0.0), random.Random(1)) == 0.0
-
-
-def test_poll_delay_grows_and_is_capped() -> None:
-    rng = random.Random(3)
-    delays = [next_poll_delay(n, rng, scale=1.0) for n in range(20)]
-    assert delays[0] < 1.3
-    assert delays[5] > delays[0]
-    assert all(d <= POLL_CAP * 1.2 for d in delays)
 
 
 def test_token_bucket_rate_burst_and_pause() -> None:
