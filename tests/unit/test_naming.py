@@ -212,13 +212,16 @@ def test_any_valid_template_and_any_values_give_one_safe_name(
 def test_image_field_is_the_input_images_name() -> None:
     from runner.naming import job_fields
 
-    class J:
-        key = "k"
-        index = 3
-        model = "flux-kontext-pro"
-        meta = {"prompt": "make it snow", "image": "photos/Harbour View.PNG"}
+    from runner.campaign import JobSpec
 
-    fields = job_fields("c", J())
+    job = JobSpec(
+        key="k",
+        index=3,
+        model="flux-kontext-pro",
+        input={},
+        meta={"prompt": "make it snow", "image": "photos/Harbour View.PNG"},
+    )
+    fields = job_fields("c", job)
     assert fields["image"] == "harbour-view"
     assert render_filename("{index:03d}-{image}.{ext}", fields, ext="png", n=1, outputs=1) == (
         "003-harbour-view.png"
