@@ -210,9 +210,8 @@ def test_any_valid_template_and_any_values_give_one_safe_name(
 
 
 def test_image_field_is_the_input_images_name() -> None:
-    from runner.naming import job_fields
-
     from runner.campaign import JobSpec
+    from runner.naming import job_fields
 
     job = JobSpec(
         key="k",
