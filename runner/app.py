@@ -22,7 +22,7 @@ import httpx
 from runner.campaign import Campaign, CampaignSettings, ProviderConfig
 from runner.errors import InputError
 from runner.jobfile import load_jobfile
-from runner.limits import TokenBucket
+from runner.limits import Share, TokenBucket
 from runner.presets import simulated
 from runner.providers.base import Handle, ProviderError
 from runner.providers.factory import make_provider
@@ -30,7 +30,7 @@ from runner.simulator import SimConfig, Simulator, serve
 from runner.states import SETTLED, TERMINAL, State, user_cancel
 from runner.store import Store, open_store
 from runner.worker.download import file_client
-from runner.worker.pool import CampaignRuntime, PoolOptions, RunReport, Worker
+from runner.worker.pool import Account, CampaignRuntime, PoolOptions, RunReport, Worker
 
 log = logging.getLogger("runner")
 
@@ -114,8 +114,21 @@ def _runtimes(
     transport: httpx.AsyncBaseTransport | None,
 ) -> dict[str, CampaignRuntime]:
     out: dict[str, CampaignRuntime] = {}
-    for name in names:
-        settings = store.settings(name)
+    every = {name: store.settings(name) for name in names}
+    accounts: dict[tuple[str, str, str], Account] = {}
+    for settings in every.values():
+        sharing = [s for s in every.values() if s.provider.account == settings.provider.account]
+        if settings.provider.account not in accounts:
+            # The strictest rate and the largest slot count of the campaigns on the account:
+            # each campaign also keeps its own max_in_flight.
+            rate = min(s.limits.creates_per_minute for s in sharing)
+            accounts[settings.provider.account] = Account(
+                bucket=TokenBucket.per_minute(rate, time.time()),
+                share=Share({s.name: float(s.priority) for s in sharing}),
+                max_in_flight=max(s.limits.max_in_flight for s in sharing),
+                names=[s.name for s in sharing],
+            )
+    for name, settings in every.items():
         provider = settings.provider
         key = SIMULATOR_KEY if sim_url else api_key(provider, name)
         if sim_url:
@@ -123,7 +136,7 @@ def _runtimes(
         out[name] = CampaignRuntime(
             settings=settings,
             provider=make_provider(provider, key, transport=transport),
-            bucket=TokenBucket.per_minute(settings.limits.creates_per_minute, time.time()),
+            account=accounts[settings.provider.account],
         )
     return out
 

@@ -36,6 +36,11 @@ class ProviderConfig:
     def from_dict(cls, data: dict[str, Any]) -> ProviderConfig:
         return cls(**data)
 
+    @property
+    def account(self) -> tuple[str, str, str]:
+        """Which provider account this is: campaigns with the same one share its limits."""
+        return (self.style, self.base_url, self.api_key_env)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -45,6 +50,9 @@ class Limits:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+DEFAULT_PRIORITY = 10
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class CampaignSettings:
     filename_template: str  # see runner.naming for its fields
     deadline_seconds: float | None = None  # per job, from its first submission
     limits: Limits = field(default_factory=Limits)
+    # Campaigns sharing a provider account split its slots in proportion to their priority.
+    priority: int = DEFAULT_PRIORITY
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +76,7 @@ class CampaignSettings:
             "filename_template": self.filename_template,
             "deadline_seconds": self.deadline_seconds,
             "limits": self.limits.to_dict(),
+            "priority": self.priority,
         }
 
     @classmethod
@@ -77,6 +88,7 @@ class CampaignSettings:
             filename_template=data["filename_template"],
             deadline_seconds=data.get("deadline_seconds"),
             limits=Limits(**data.get("limits", {})),
+            priority=data.get("priority", DEFAULT_PRIORITY),
         )
 
 

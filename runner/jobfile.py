@@ -31,7 +31,15 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from runner.campaign import Campaign, CampaignSettings, JobSpec, Limits, ProviderConfig, Style
+from runner.campaign import (
+    DEFAULT_PRIORITY,
+    Campaign,
+    CampaignSettings,
+    JobSpec,
+    Limits,
+    ProviderConfig,
+    Style,
+)
 from runner.durations import parse_duration
 from runner.errors import InputError
 from runner.inputs import (
@@ -143,6 +151,7 @@ class _JobFileIn(_Strict):
     vars: Any = None
     images: _ImagesIn | None = None
     reuse: bool | None = None
+    priority: Annotated[int, Field(ge=1, le=100)] | None = None
     output: _OutputIn | None = None
     deadline: Any = None
     limits: _LimitsIn | None = None
@@ -447,6 +456,7 @@ def _settings(doc: _Doc, spec: _JobFileIn, base_dir: Path) -> CampaignSettings:
         filename_template=template,
         deadline_seconds=deadline,
         limits=_limits(provider, spec.limits),
+        priority=DEFAULT_PRIORITY if spec.priority is None else spec.priority,
     )
 
 

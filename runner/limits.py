@@ -1,8 +1,17 @@
-"""Rate limiting decisions: a token bucket with an injectable clock, no I/O and no sleeping."""
+"""Limit decisions with an injectable clock, no I/O and no sleeping.
+
+- `TokenBucket`: creates per minute, lowered on a 429 and recovered slowly (AIMD: halve on a
+  throttle, add back a small step on each accepted create, never above the configured rate);
+- `Share`: splits an account's free slots between the campaigns that use it, by priority, with
+  a deficit round robin so that a low priority gets a smaller share but never none.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+MIN_RATE_SHARE = 0.05  # a throttled rate never falls below 5% of the configured one
+RECOVERY_STEP = 0.02  # each accepted create gives back 2% of the configured rate
 
 
 @dataclass
@@ -14,12 +23,25 @@ class TokenBucket:
     tokens: float = 0.0
     updated: float = 0.0
     paused_until: float = 0.0
+    configured: float = 0.0  # the rate asked for; AIMD moves `rate` below it and back
 
     @classmethod
     def per_minute(cls, per_minute: float, now: float, burst_seconds: float = 5.0) -> TokenBucket:
         rate = per_minute / 60.0
         capacity = max(1.0, rate * burst_seconds)
-        return cls(rate=rate, capacity=capacity, tokens=capacity, updated=now)
+        return cls(rate=rate, capacity=capacity, tokens=capacity, updated=now, configured=rate)
+
+    def throttled(self, now: float, retry_after: float | None) -> None:
+        """The provider answered 429: halve the rate, drop saved tokens, wait if told to."""
+        self._refill(now)
+        self.rate = max(self.configured * MIN_RATE_SHARE, self.rate / 2)
+        self.tokens = min(self.tokens, 0.0)
+        if retry_after is not None:
+            self.pause(now + retry_after)
+
+    def accepted(self) -> None:
+        """A create went through: creep back towards the configured rate."""
+        self.rate = min(self.configured, self.rate + self.configured * RECOVERY_STEP)
 
     def _refill(self, now: float) -> None:
         if now > self.updated:
@@ -47,3 +69,26 @@ class TokenBucket:
         if self.tokens >= 1:
             return now
         return now + (1 - self.tokens) / self.rate
+
+
+@dataclass
+class Share:
+    """Splits free slots between campaigns by weight (priority), remembering past turns."""
+
+    weights: dict[str, float]
+    credit: dict[str, float] = field(default_factory=dict)
+
+    def allocate(self, free: int, room: dict[str, int]) -> dict[str, int]:
+        """Give out up to `free` slots; campaign c gets at most room[c]."""
+        given = {name: 0 for name in room}
+        total = sum(self.weights.get(name, 1.0) for name in room) or 1.0
+        for _ in range(max(0, free)):
+            open_ = [name for name in room if given[name] < room[name]]
+            if not open_:
+                break
+            for name in open_:
+                self.credit[name] = self.credit.get(name, 0.0) + self.weights.get(name, 1.0)
+            pick = max(open_, key=lambda name: (self.credit[name], self.weights.get(name, 1.0)))
+            self.credit[pick] -= total
+            given[pick] += 1
+        return {name: n for name, n in given.items() if n}

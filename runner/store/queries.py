@@ -155,6 +155,17 @@ def count_in_states(campaign: str, states: Iterable[State]) -> Executable:
     )
 
 
+def count_in_states_by_campaign(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
+    return (
+        sa.select(jobs.c.campaign, sa.func.count())
+        .where(
+            jobs.c.campaign.in_(list(campaigns_)),
+            jobs.c.state.in_([s.value for s in states]),
+        )
+        .group_by(jobs.c.campaign)
+    )
+
+
 def next_due(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
     return sa.select(sa.func.min(jobs.c.next_attempt_at)).where(
         jobs.c.campaign.in_(list(campaigns_)),

@@ -300,6 +300,12 @@ class Store:
             row = conn.execute(queries.done_with_input(input_hash, exclude_id)).first()
         return None if row is None else _row_to_job(row)
 
+    def in_flight_by_campaign(self, campaigns: list[str]) -> dict[str, int]:
+        """Jobs holding (or possibly holding) a provider slot, per campaign, in one query."""
+        with self.read() as conn:
+            rows = conn.execute(queries.count_in_states_by_campaign(campaigns, IN_FLIGHT))
+            return {name: int(n) for name, n in rows}
+
     def in_flight(self, campaign: str) -> int:
         with self.read() as conn:
             return int(conn.execute(queries.count_in_states(campaign, IN_FLIGHT)).scalar_one())

@@ -31,10 +31,10 @@ import httpx
 from runner import states
 from runner.campaign import CampaignSettings
 from runner.inputs import FileChangedError, materialize
-from runner.limits import TokenBucket
+from runner.limits import Share, TokenBucket
 from runner.naming import job_fields, render_filename
 from runner.polling import Timing
-from runner.providers.base import Handle, Provider, ProviderError
+from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
@@ -59,10 +59,20 @@ class PoolOptions:
 
 
 @dataclass
+class Account:
+    """One provider account: every campaign using it shares its create rate and slots."""
+
+    bucket: TokenBucket
+    share: Share
+    max_in_flight: int
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass
 class CampaignRuntime:
     settings: CampaignSettings
     provider: Provider
-    bucket: TokenBucket
+    account: Account
     halt: Halt | None = None
 
     @property
@@ -246,19 +256,26 @@ class Worker:
         free = opts.pollers - self.in_hand["poll"]
         for job in await self._db_call(claim, State.RECONCILING, active, limit=free):
             self._start(tg, "poll", self._reconcile, job)
-        for name in active:
-            runtime = self.campaigns[name]
-            if not runtime.submits:
+        accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
+        for account in accounts.values():
+            names = [n for n in account.names if n in active and self.campaigns[n].submits]
+            if not names:
                 continue
-            in_flight = await self._db_call(self.store.in_flight, name)
+            busy = await self._db_call(self.store.in_flight_by_campaign, names)
             free = min(
-                runtime.settings.limits.max_in_flight - in_flight,
+                account.max_in_flight - sum(busy.values()),
                 opts.submitters - self.in_hand["submit"],
-                runtime.bucket.available(now),
+                account.bucket.available(now),
             )
-            for job in await self._db_call(claim, State.QUEUED, [name], limit=free):
-                runtime.bucket.take(now)
-                self._start(tg, "submit", self._submit, job)
+            if free <= 0:
+                continue
+            room = {
+                n: self.campaigns[n].settings.limits.max_in_flight - busy.get(n, 0) for n in names
+            }
+            for name, slots in account.share.allocate(free, room).items():
+                for job in await self._db_call(claim, State.QUEUED, [name], limit=slots):
+                    account.bucket.take(now)
+                    self._start(tg, "submit", self._submit, job)
 
     def _start(
         self, tg: anyio.abc.TaskGroup, kind: str, fn: Callable[[Job], Any], job: Job
@@ -339,9 +356,10 @@ class Worker:
             submission = await runtime.provider.create(job.model, body, deadline_seconds=remaining)
         except ProviderError as error:
             outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
-            if outcome.change.to is State.QUEUED and error.retry_after is not None:
-                # The whole account is throttled, not just this job: hold every create.
-                runtime.bucket.pause(self.clock() + error.retry_after * self.policy.scale)
+            if error.kind is ErrorKind.RATE_LIMITED:
+                # The whole account is throttled, not just this job: slow every create down.
+                wait = None if error.retry_after is None else error.retry_after * self.policy.scale
+                runtime.account.bucket.throttled(self.clock(), wait)
             log.info("create %s: %s -> %s", job.key, error, outcome.change.to)
         except BaseException:
             # Cancelled (second Ctrl-C) or a bug while the request may have been out: the
@@ -353,6 +371,7 @@ class Worker:
             raise
         else:
             self.report.submitted += 1
+            runtime.account.bucket.accepted()
             timing = await self._timing(job)
             outcome = states.on_created(job, submission, self.clock(), self.rng, timing)
             self._learn(job, outcome.change)

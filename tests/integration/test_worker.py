@@ -231,3 +231,37 @@ def test_without_a_deadline_no_cancel_after_is_sent(
     run(store, "c1", monkeypatch)
     (record,) = sim.sim.stats()["generations"]
     assert record["deadline"] is None
+
+
+def test_campaigns_on_one_account_share_its_slots_by_priority(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def settings_with_priority(spec: Any, priority: int) -> Any:
+        settings = spec.settings.__class__(**{**spec.settings.__dict__, "priority": priority})
+        return spec.__class__(settings=settings, jobs=spec.jobs)
+
+    limits = Limits(max_in_flight=4)
+    high = campaign("high", n=24, out=tmp_path / "h", provider=provider(sim), limits=limits)
+    low = campaign("low", n=24, out=tmp_path / "l", provider=provider(sim), limits=limits)
+    store.enqueue(settings_with_priority(high, 30))
+    store.enqueue(settings_with_priority(low, 10))
+    monkeypatch.setenv("RUNNER_TEST_KEY", "k")
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            await app.work(
+                store,
+                ["high", "low"],
+                options=PoolOptions(tick=0.05),
+                handle_signals=False,
+                progress_every=0,
+            )
+
+    anyio.run(main)
+    assert states_of(store, "high") == {"done": 24} and states_of(store, "low") == {"done": 24}
+    # One account: 4 slots in all, not 4 each.
+    assert max(sim.sim.stats()["max_in_flight_seen"].values()) <= 4
+    # While both had work, the higher priority got about three slots for each one of the other.
+    high_done = max(j.submitted_at or 0 for j in store.jobs("high"))
+    low_before = sum(1 for j in store.jobs("low") if (j.submitted_at or 0) < high_done)
+    assert 3 <= low_before <= 12  # about 24 / 3, and never starved

@@ -699,3 +699,12 @@ def test_simulated_replaces_an_unknown_prefix_by_style() -> None:
         {"style": "bfl", "base_url": "https://proxy.example.com/v2/bfl", "api_key_env": "K"}, "x"
     )
     assert simulated(custom, "http://sim").base_url == "http://sim/flux"
+
+
+def test_priority_defaults_and_bounds(tmp_path: Path) -> None:
+    assert load_jobfile(write(tmp_path, HEAD + "prompts: [a]\n")).settings.priority == 10
+    assert (
+        load_jobfile(write(tmp_path, HEAD + "prompts: [a]\npriority: 40\n")).settings.priority == 40
+    )
+    message = error(tmp_path, HEAD + "prompts: [a]\npriority: 0\n")
+    assert "`priority`" in message and "line 5" in message

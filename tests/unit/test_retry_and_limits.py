@@ -34,3 +34,30 @@ def test_token_bucket_rate_burst_and_pause() -> None:
     assert bucket.available(10.0) == 0
     assert bucket.next_token_at(10.0) == 30.0
     assert bucket.available(30.0) == 5  # refilled to capacity, never beyond
+
+
+def test_aimd_halves_on_throttle_and_recovers_slowly_to_the_configured_rate() -> None:
+    bucket = TokenBucket.per_minute(600, now=0.0)
+    assert bucket.rate == 10.0
+    bucket.throttled(now=0.0, retry_after=2.0)
+    assert bucket.rate == 5.0 and bucket.available(1.0) == 0 and bucket.paused_until == 2.0
+    for _ in range(10):
+        bucket.throttled(now=0.0, retry_after=None)
+    assert bucket.rate == 0.5  # never below 5% of the configured rate
+    for _ in range(1000):
+        bucket.accepted()
+    assert bucket.rate == 10.0  # and never above it
+
+
+def test_share_follows_priority_without_starving_anyone() -> None:
+    from runner.limits import Share
+
+    share = Share({"high": 3.0, "low": 1.0})
+    got = {"high": 0, "low": 0}
+    for _ in range(100):  # one free slot per tick: the worst case for starvation
+        for name, n in share.allocate(1, {"high": 10, "low": 10}).items():
+            got[name] += n
+    assert got == {"high": 75, "low": 25}
+    # Room limits a campaign's share; the rest goes to the others.
+    assert Share({"a": 1.0, "b": 1.0}).allocate(5, {"a": 1, "b": 10}) == {"a": 1, "b": 4}
+    assert Share({"a": 1.0}).allocate(3, {"a": 0}) == {}
