@@ -166,10 +166,15 @@ def count_in_states_by_campaign(campaigns_: Iterable[str], states: Iterable[Stat
     )
 
 
-def next_due(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
-    return sa.select(sa.func.min(jobs.c.next_attempt_at)).where(
-        jobs.c.campaign.in_(list(campaigns_)),
-        jobs.c.state.in_([s.value for s in states]),
+def due_by_state(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
+    """The earliest due time of each state: which claims are worth a transaction now."""
+    return (
+        sa.select(jobs.c.state, sa.func.min(jobs.c.next_attempt_at))
+        .where(
+            jobs.c.campaign.in_(list(campaigns_)),
+            jobs.c.state.in_([s.value for s in states]),
+        )
+        .group_by(jobs.c.state)
     )
 
 

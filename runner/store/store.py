@@ -310,10 +310,10 @@ class Store:
         with self.read() as conn:
             return int(conn.execute(queries.count_in_states(campaign, IN_FLIGHT)).scalar_one())
 
-    def next_due(self, campaigns: Iterable[str], states: Iterable[State]) -> float | None:
+    def due_by_state(self, campaigns: Iterable[str], states: Iterable[State]) -> dict[State, float]:
         with self.read() as conn:
-            value = conn.execute(queries.next_due(campaigns, states)).scalar_one()
-        return None if value is None else float(value)
+            rows = conn.execute(queries.due_by_state(campaigns, states))
+            return {State(state): float(due) for state, due in rows if due is not None}
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from runner.providers.factory import fast_transport
+
 MAX_BYTES = 100 * 1024 * 1024
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
@@ -64,6 +66,7 @@ def file_client(timeout: float = 60.0) -> httpx.AsyncClient:
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         headers={"User-Agent": "runner/0.1"},
+        transport=fast_transport(32),
     )
 
 
@@ -71,11 +74,18 @@ def temp_prefix(tag: str) -> str:
     return f".{tag}."
 
 
-def remove_stale_temps(folder: Path, tag: str) -> int:
-    """Delete temporary files an interrupted download of the same output left behind."""
+def sweep_stale_temps(folder: Path, is_dead: Callable[[int], bool]) -> int:
+    """Delete temporary files left by downloads of processes that no longer run.
+
+    A temporary file's name carries the pid of its writer (`.<tag>.<pid>.<random>.part`), so a
+    live worker's downloads in the same folder are never touched.
+    """
     removed = 0
-    if folder.is_dir():
-        for stale in folder.glob(f"{temp_prefix(tag)}*.part"):
+    if not folder.is_dir():
+        return 0
+    for stale in folder.glob(".*.part"):
+        parts = stale.name.split(".")
+        if len(parts) >= 4 and parts[-3].isdigit() and is_dead(int(parts[-3])):
             stale.unlink(missing_ok=True)
             removed += 1
     return removed

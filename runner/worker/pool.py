@@ -39,19 +39,20 @@ from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
 from runner.store.schema import jobs as jobs_table
-from runner.worker.download import DownloadError, copy_file, download, remove_stale_temps
+from runner.worker.download import DownloadError, copy_file, download, sweep_stale_temps
 
 log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
+COALESCE = 0.005  # seconds: finished tasks within this window share one round of claims
 BUG_BACKOFF = 30.0  # seconds before a job that hit an unexpected error is tried again
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class PoolOptions:
-    submitters: int = 16  # create calls at once (also bounded by each campaign's max in flight)
+    submitters: int = 32  # create calls at once (also bounded by each campaign's max in flight)
     pollers: int = 32
-    downloaders: int = 8
+    downloaders: int = 32
     tick: float = 0.5  # longest sleep between looks at the queue
     lease_seconds: float = 60.0
     sweep_every: float = 5.0
@@ -96,6 +97,18 @@ class RunReport:
 
 def make_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def pid_is_dead(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def owner_is_dead(owner: str, me: str) -> bool:
@@ -184,6 +197,8 @@ class Worker:
         )
         if released:
             log.info("took back %d jobs held by a stopped process", released)
+        for folder in {Path(r.settings.output_dir) for r in self.campaigns.values()}:
+            await anyio.to_thread.run_sync(sweep_stale_temps, folder, pid_is_dead)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat)
             try:
@@ -197,6 +212,8 @@ class Worker:
         while True:
             now = self.clock()
             follow = [n for n in names if self.campaigns[n].follows]
+            due: dict[State, float] = {}
+            waiting: set[State] = set()
             if self.stopping:
                 if sum(self.in_hand.values()) == 0:
                     self.report.stopped_early = True
@@ -205,11 +222,13 @@ class Worker:
                 if now - last_sweep >= self.options.sweep_every:
                     await self._db_call(self.store.mark_orphaned_submits, now)
                     last_sweep = now
-                await self._claim_and_start(tg, follow, now)
+                if follow:
+                    due = await self._db_call(self.store.due_by_state, follow, CLAIMABLE)
+                    waiting = await self._claim_and_start(tg, follow, now, due)
                 idle = sum(self.in_hand.values()) == 0
                 if idle and self.options.exit_when_settled and await self._finished(names):
                     return
-            await self._sleep(follow)
+            await self._sleep(due, waiting)
 
     async def _finished(self, names: list[str]) -> bool:
         return await self._db_call(self._nothing_left, names)
@@ -226,36 +245,50 @@ class Worker:
                 return False
         return True
 
-    async def _sleep(self, active: list[str]) -> None:
+    async def _sleep(self, due: dict[State, float], waiting: set[State]) -> None:
+        """Until the next job falls due, a task finishes, or a tick passes; then a short pause
+        more, so that a burst of finished tasks is answered with one round of claims."""
         self._wake = anyio.Event()
+        targets = [at for state, at in due.items() if state not in waiting]
         delay = self.options.tick
-        if active and not self.stopping:
-            due = await self._db_call(self.store.next_due, active, CLAIMABLE)
-            if due is not None:
-                delay = min(delay, max(0.01, due - self.clock()))
-        with anyio.move_on_after(delay):
-            await self._wake.wait()
+        if targets:
+            delay = min(delay, max(0.0, min(targets) - self.clock()))
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+        await anyio.sleep(COALESCE)
 
     async def _claim_and_start(
-        self, tg: anyio.abc.TaskGroup, active: list[str], now: float
-    ) -> None:
+        self, tg: anyio.abc.TaskGroup, active: list[str], now: float, due: dict[State, float]
+    ) -> set[State]:
+        """Claim what is due and there is room for; return the states left waiting for room."""
         opts = self.options
         claim = partial(
             self.store.claim, owner=self.owner, now=now, lease_seconds=opts.lease_seconds
         )
+        waiting: set[State] = set()
+
+        def is_due(state: State) -> bool:
+            return due.get(state, float("inf")) <= now
+
         # Downloads first: a finished result is paid for and its URL is about to expire.
-        free = opts.downloaders - self.in_hand["download"]
-        order = (jobs_table.c.ready_at, jobs_table.c.id)
-        for job in await self._db_call(
-            claim, State.DOWNLOADING, active, limit=free, order_by=order
-        ):
-            self._start(tg, "download", self._download, job)
-        free = opts.pollers - self.in_hand["poll"]
-        for job in await self._db_call(claim, State.RUNNING, active, limit=free):
-            self._start(tg, "poll", self._poll, job)
-        free = opts.pollers - self.in_hand["poll"]
-        for job in await self._db_call(claim, State.RECONCILING, active, limit=free):
-            self._start(tg, "poll", self._reconcile, job)
+        kinds = (
+            (State.DOWNLOADING, "download", opts.downloaders, self._download),
+            (State.RUNNING, "poll", opts.pollers, self._poll),
+            (State.RECONCILING, "poll", opts.pollers, self._reconcile),
+        )
+        for state, kind, capacity, handler in kinds:
+            if not is_due(state):
+                continue
+            free = capacity - self.in_hand[kind]
+            if free <= 0:
+                waiting.add(state)
+                continue
+            order = (jobs_table.c.ready_at, jobs_table.c.id) if kind == "download" else ()
+            for job in await self._db_call(claim, state, active, limit=free, order_by=order):
+                self._start(tg, kind, handler, job)
+        if not is_due(State.QUEUED):
+            return waiting
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
         for account in accounts.values():
             names = [n for n in account.names if n in active and self.campaigns[n].submits]
@@ -268,6 +301,7 @@ class Worker:
                 account.bucket.available(now),
             )
             if free <= 0:
+                waiting.add(State.QUEUED)  # a slot or a token frees up later: a tick or a wake
                 continue
             room = {
                 n: self.campaigns[n].settings.limits.max_in_flight - busy.get(n, 0) for n in names
@@ -276,6 +310,7 @@ class Worker:
                 for job in await self._db_call(claim, State.QUEUED, [name], limit=slots):
                     account.bucket.take(now)
                     self._start(tg, "submit", self._submit, job)
+        return waiting
 
     def _start(
         self, tg: anyio.abc.TaskGroup, kind: str, fn: Callable[[Job], Any], job: Job
@@ -480,7 +515,6 @@ class Worker:
         try:
             for n, url in enumerate(job.output_urls, start=1):
                 tag = f"{settings.name}.{job.key}.{n}"
-                await anyio.to_thread.run_sync(remove_stale_temps, folder, tag)
 
                 def name_for(ext: str, n: int = n) -> str:
                     return render_filename(
