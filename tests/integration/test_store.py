@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ from tests.factories import campaign
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(str(tmp_path / "runner.db"))
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
     yield s
     s.close()
 
@@ -61,9 +62,11 @@ def test_claim_leases_each_job_once(store: Store) -> None:
     assert len(c) == 5
 
 
-def test_claims_from_threads_never_overlap(tmp_path: Path) -> None:
-    db = str(tmp_path / "r.db")
-    open_store(db).enqueue(campaign(n=200))
+def test_claims_from_threads_never_overlap(db_url: str) -> None:
+    db = db_url
+    first = open_store(db)
+    first.enqueue(campaign(n=200))
+    first.close()
     seen: list[int] = []
     lock = threading.Lock()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -13,8 +11,8 @@ from runner.store.migrate import current_revision, head_revision
 from runner.store.schema import metadata
 
 
-def test_empty_to_head_and_no_autogenerate_diff(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "m.db"))
+def test_empty_to_head_and_no_autogenerate_diff(db_url: str) -> None:
+    store = open_store(db_url)
     assert current_revision(store.engine) == head_revision()
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -24,8 +22,8 @@ def test_empty_to_head_and_no_autogenerate_diff(tmp_path: Path) -> None:
     store.close()
 
 
-def test_opening_twice_does_not_migrate_again(tmp_path: Path) -> None:
-    db = str(tmp_path / "m.db")
+def test_opening_twice_does_not_migrate_again(db_url: str) -> None:
+    db = db_url
     open_store(db).close()
     store = open_store(db)
     with store.read() as conn:
