@@ -181,7 +181,7 @@ async def work(
     progress_every: float = 10.0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunReport:
-    """Work the named campaigns until they are settled (or, with exit_when_settled off, forever).
+    """Work the named campaigns until every job is settled (or the campaigns are halted).
 
     `simulate` starts the built-in simulator in this process; `sim_url` uses one already
     running (`runner simulate`) instead. Either way every provider is pointed at it.

@@ -239,7 +239,7 @@ class Store:
         now: float,
         lease_seconds: float,
         limit: int,
-        order_by: Sequence[Any] = (),
+        oldest_ready_first: bool = False,
     ) -> list[Job]:
         if limit <= 0:
             return []
@@ -251,7 +251,7 @@ class Store:
             now=now,
             lease_until=now + lease_seconds,
             limit=limit,
-            order_by=order_by,
+            order_by=(jobs.c.ready_at, jobs.c.id) if oldest_ready_first else (),
         )
         with self.write() as conn:
             return [_row_to_job(row) for row in conn.execute(stmt)]

@@ -8,7 +8,7 @@ adapter behind the `Provider` protocol decides.
 
 Stopping: `request_stop()` (first Ctrl-C) stops claiming and lets jobs in hand finish; cancelling
 the task group (second Ctrl-C) interrupts them, and each job's shielded cleanup still leaves the
-database consistent (an interrupted create is recorded as uncertain, never as unsent).
+database consistent (an interrupted create is to be reconciled, never taken as unsent).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
-from runner.store.schema import jobs as jobs_table
 from runner.worker.download import DownloadError, copy_file, download, sweep_stale_temps
 
 log = logging.getLogger("runner.worker")
@@ -56,7 +55,6 @@ class PoolOptions:
     tick: float = 0.5  # longest sleep between looks at the queue
     lease_seconds: float = 60.0
     sweep_every: float = 5.0
-    exit_when_settled: bool = True  # False: keep working the queue until stopped
 
 
 @dataclass
@@ -100,6 +98,7 @@ def make_owner() -> str:
 
 
 def pid_is_dead(pid: int) -> bool:
+    """Whether no process with this pid runs on this machine (never true for ourselves)."""
     if pid == os.getpid():
         return False
     try:
@@ -120,15 +119,8 @@ def owner_is_dead(owner: str, me: str) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False  # another machine: its lease expires on its own
     pid = int(pid_text)
-    if pid == os.getpid():
-        return True  # an earlier incarnation of this very pid (pid reuse) is gone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    # Our own pid under another owner name: an earlier process that had this pid is gone.
+    return pid == os.getpid() or pid_is_dead(pid)
 
 
 class Worker:
@@ -226,7 +218,7 @@ class Worker:
                     due = await self._db_call(self.store.due_by_state, follow, CLAIMABLE)
                     waiting = await self._claim_and_start(tg, follow, now, due)
                 idle = sum(self.in_hand.values()) == 0
-                if idle and self.options.exit_when_settled and await self._finished(names):
+                if idle and await self._finished(names):
                     return
             await self._sleep(due, waiting)
 
@@ -284,8 +276,11 @@ class Worker:
             if free <= 0:
                 waiting.add(state)
                 continue
-            order = (jobs_table.c.ready_at, jobs_table.c.id) if kind == "download" else ()
-            for job in await self._db_call(claim, state, active, limit=free, order_by=order):
+            # Downloads oldest result first: its signed URL is the first to expire.
+            oldest = kind == "download"
+            for job in await self._db_call(
+                claim, state, active, limit=free, oldest_ready_first=oldest
+            ):
                 self._start(tg, kind, handler, job)
         if not is_due(State.QUEUED):
             return waiting
