@@ -27,8 +27,10 @@ class TokenBucket:
 
     @classmethod
     def per_minute(cls, per_minute: float, now: float, burst_seconds: float = 5.0) -> TokenBucket:
-        rate = per_minute / 60.0
-        capacity = max(1.0, rate * burst_seconds)
+        """At most `per_minute` creates in any 60 s window (providers count a sliding minute):
+        the burst is paid for by a sustained rate that much lower."""
+        capacity = max(1.0, min(per_minute / 60.0 * burst_seconds, per_minute * 0.05))
+        rate = max(per_minute - capacity, 1.0) / 60.0
         return cls(rate=rate, capacity=capacity, tokens=capacity, updated=now, configured=rate)
 
     def throttled(self, now: float, retry_after: float | None) -> None:

@@ -244,11 +244,8 @@ def on_create_error(
         back = {"attempts": max(0, job.attempts - 1), "error": str(error)}
         return Outcome(Change(job.id, job.state, State.QUEUED, back), _halt(error))
     if error.kind is ErrorKind.RATE_LIMITED:
-        wait = (
-            error.retry_after * policy.scale
-            if error.retry_after is not None
-            else backoff(1, policy, rng)
-        )
+        # The provider's own word on when to come back is taken as given, never scaled.
+        wait = error.retry_after if error.retry_after is not None else backoff(1, policy, rng)
         back = {"attempts": max(0, job.attempts - 1), "next_attempt_at": now + wait}
         return Outcome(Change(job.id, job.state, State.QUEUED, back))
     if error.kind is ErrorKind.INVALID:
@@ -440,7 +437,7 @@ def on_poll_error(
         reason = f"gave up after {strikes} failed status queries: {error}"
         return Outcome(_finish(job, State.FAILED, now, reason))
     if error.kind is ErrorKind.RATE_LIMITED and error.retry_after is not None:
-        wait = error.retry_after * policy.scale
+        wait = error.retry_after
     else:
         wait = backoff(strikes, policy, rng)
     values = {"polls": job.polls + 1, "strikes": strikes, "next_attempt_at": now + wait}

@@ -17,19 +17,14 @@ from runner.states import State
 from runner.store.schema import campaigns, jobs
 
 
-def insert_jobs_ignoring_existing(dialect: str, rows: Sequence[dict[str, Any]]) -> Executable:
-    """INSERT that skips rows whose (campaign, key) already exists: enqueue is idempotent."""
-    if dialect == "postgresql":
-        return (
-            postgresql.insert(jobs)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=["campaign", "key"])
-        )
-    return (
-        sqlite.insert(jobs)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=["campaign", "key"])
-    )
+def insert_jobs_ignoring_existing(dialect: str) -> Executable:
+    """INSERT that skips rows whose (campaign, key) already exists: enqueue is idempotent.
+
+    Executed with a list of rows: SQLAlchemy batches them ("insertmanyvalues") without
+    compiling a statement per batch.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(jobs).on_conflict_do_nothing(index_elements=["campaign", "key"])
 
 
 def existing_keys(campaign: str, keys: Sequence[str]) -> Executable:

@@ -192,8 +192,9 @@ class Store:
                 queries.upsert_campaign(self.dialect, name, campaign.settings.to_dict(), now)
             )
             before = conn.execute(count).scalar_one()
-            for chunk in _chunks(rows, 500):
-                conn.execute(queries.insert_jobs_ignoring_existing(self.dialect, chunk))
+            insert = queries.insert_jobs_ignoring_existing(self.dialect)
+            for chunk in _chunks(rows, 5000):
+                conn.execute(insert, list(chunk))
             after = conn.execute(count).scalar_one()
         added = after - before
         return EnqueueResult(added=added, existing=len(rows) - added)

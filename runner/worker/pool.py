@@ -388,8 +388,7 @@ class Worker:
             outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
             if error.kind is ErrorKind.RATE_LIMITED:
                 # The whole account is throttled, not just this job: slow every create down.
-                wait = None if error.retry_after is None else error.retry_after * self.policy.scale
-                runtime.account.bucket.throttled(self.clock(), wait)
+                runtime.account.bucket.throttled(self.clock(), error.retry_after)
             log.info("create %s: %s -> %s", job.key, error, outcome.change.to)
         except BaseException:
             # Cancelled (second Ctrl-C) or a bug while the request may have been out: the

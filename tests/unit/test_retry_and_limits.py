@@ -23,7 +23,7 @@ def test_backoff_scale_zero_means_no_wait() -> None:
 
 
 def test_token_bucket_rate_burst_and_pause() -> None:
-    bucket = TokenBucket.per_minute(60, now=0.0, burst_seconds=5)
+    bucket = TokenBucket(rate=1.0, capacity=5.0, tokens=5.0, updated=0.0, configured=1.0)
     assert bucket.available(0.0) == 5
     for _ in range(5):
         bucket.take(0.0)
@@ -37,8 +37,7 @@ def test_token_bucket_rate_burst_and_pause() -> None:
 
 
 def test_aimd_halves_on_throttle_and_recovers_slowly_to_the_configured_rate() -> None:
-    bucket = TokenBucket.per_minute(600, now=0.0)
-    assert bucket.rate == 10.0
+    bucket = TokenBucket(rate=10.0, capacity=50.0, tokens=50.0, updated=0.0, configured=10.0)
     bucket.throttled(now=0.0, retry_after=2.0)
     assert bucket.rate == 5.0 and bucket.available(1.0) == 0 and bucket.paused_until == 2.0
     for _ in range(10):
@@ -61,3 +60,18 @@ def test_share_follows_priority_without_starving_anyone() -> None:
     # Room limits a campaign's share; the rest goes to the others.
     assert Share({"a": 1.0, "b": 1.0}).allocate(5, {"a": 1, "b": 10}) == {"a": 1, "b": 4}
     assert Share({"a": 1.0}).allocate(3, {"a": 0}) == {}
+
+
+def test_no_sliding_minute_ever_sees_more_than_the_limit() -> None:
+    """Take every token as soon as it exists for 5 minutes; count creates per 60 s window."""
+    bucket = TokenBucket.per_minute(200, now=0.0)
+    times: list[float] = []
+    now = 0.0
+    while now < 300.0:
+        while bucket.available(now) >= 1:
+            bucket.take(now)
+            times.append(now)
+        now = max(now + 0.001, bucket.next_token_at(now))
+    worst = max(sum(1 for t in times if start <= t < start + 60.0) for start in times)
+    assert worst <= 200
+    assert len(times) >= 200 * 5 * 0.9  # and the rate stays close to the limit
