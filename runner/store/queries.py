@@ -31,12 +31,6 @@ def existing_keys(campaign: str, keys: Sequence[str]) -> Executable:
     return sa.select(jobs.c.key).where(jobs.c.campaign == campaign, jobs.c.key.in_(keys))
 
 
-def max_index(campaign: str) -> Executable:
-    return sa.select(sa.func.coalesce(sa.func.max(jobs.c.idx), 0)).where(
-        jobs.c.campaign == campaign
-    )
-
-
 def upsert_campaign(dialect: str, name: str, settings: dict[str, Any], now: float) -> Executable:
     values = {"name": name, "settings": settings, "created_at": now, "updated_at": now}
     stmt: Any = (
@@ -142,12 +136,6 @@ def count_by_state(campaign: str | None = None) -> Executable:
     if campaign is not None:
         stmt = stmt.where(jobs.c.campaign == campaign)
     return stmt
-
-
-def count_in_states(campaign: str, states: Iterable[State]) -> Executable:
-    return sa.select(sa.func.count()).where(
-        jobs.c.campaign == campaign, jobs.c.state.in_([s.value for s in states])
-    )
 
 
 def count_in_states_by_campaign(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:

@@ -307,10 +307,6 @@ class Store:
             rows = conn.execute(queries.count_in_states_by_campaign(campaigns, IN_FLIGHT))
             return {name: int(n) for name, n in rows}
 
-    def in_flight(self, campaign: str) -> int:
-        with self.read() as conn:
-            return int(conn.execute(queries.count_in_states(campaign, IN_FLIGHT)).scalar_one())
-
     def due_by_state(self, campaigns: Iterable[str], states: Iterable[State]) -> dict[State, float]:
         with self.read() as conn:
             rows = conn.execute(queries.due_by_state(campaigns, states))
