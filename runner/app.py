@@ -127,6 +127,8 @@ def _runtimes(
                 share=Share({s.name: float(s.priority) for s in sharing}),
                 max_in_flight=max(s.limits.max_in_flight for s in sharing),
                 names=[s.name for s in sharing],
+                per_minute=rate,
+                key=":".join(settings.provider.account),
             )
     for name, settings in every.items():
         provider = settings.provider

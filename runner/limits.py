@@ -26,12 +26,22 @@ class TokenBucket:
     configured: float = 0.0  # the rate asked for; AIMD moves `rate` below it and back
 
     @classmethod
-    def per_minute(cls, per_minute: float, now: float, burst_seconds: float = 5.0) -> TokenBucket:
+    def per_minute(cls, per_minute: float, now: float) -> TokenBucket:
         """At most `per_minute` creates in any 60 s window (providers count a sliding minute):
         the burst is paid for by a sustained rate that much lower."""
-        capacity = max(1.0, min(per_minute / 60.0 * burst_seconds, per_minute * 0.05))
-        rate = max(per_minute - capacity, 1.0) / 60.0
+        rate, capacity = _rate_and_burst(per_minute)
         return cls(rate=rate, capacity=capacity, tokens=capacity, updated=now, configured=rate)
+
+    def resize(self, per_minute: float, now: float) -> None:
+        """A new limit (the account's rate split between the workers sharing it). A throttled
+        rate stays throttled in proportion; saved tokens never exceed the new burst."""
+        rate, capacity = _rate_and_burst(per_minute)
+        if rate == self.configured:
+            return
+        self._refill(now)
+        self.rate = min(rate, self.rate * rate / self.configured)
+        self.configured, self.capacity = rate, capacity
+        self.tokens = min(self.tokens, capacity)
 
     def throttled(self, now: float, retry_after: float | None) -> None:
         """The provider answered 429: halve the rate, drop saved tokens, wait if told to."""
@@ -71,6 +81,11 @@ class TokenBucket:
         if self.tokens >= 1:
             return now
         return now + (1 - self.tokens) / self.rate
+
+
+def _rate_and_burst(per_minute: float, burst_seconds: float = 5.0) -> tuple[float, float]:
+    capacity = max(1.0, min(per_minute / 60.0 * burst_seconds, per_minute * 0.05))
+    return max(per_minute - capacity, 1.0) / 60.0, capacity
 
 
 @dataclass

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
 from runner.states import State
-from runner.store.schema import campaigns, jobs
+from runner.store.schema import campaigns, jobs, workers
 
 
 def insert_jobs_ignoring_existing(dialect: str) -> Executable:
@@ -149,6 +149,23 @@ def count_in_states_by_campaign(campaigns_: Iterable[str], states: Iterable[Stat
     )
 
 
+def count_leased_queued(campaigns_: Iterable[str], now: float) -> Executable:
+    """Queued jobs a worker has claimed to submit: they take a slot before their create goes out.
+
+    Found through the lease-owner index, so the count costs the few jobs in hand, not the queue.
+    """
+    return (
+        sa.select(jobs.c.campaign, sa.func.count())
+        .where(
+            jobs.c.lease_owner.is_not(None),
+            jobs.c.lease_expires_at >= now,
+            jobs.c.state == State.QUEUED.value,
+            jobs.c.campaign.in_(list(campaigns_)),
+        )
+        .group_by(jobs.c.campaign)
+    )
+
+
 def due_by_state(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
     """The earliest due time of each state: which claims are worth a transaction now."""
     return (
@@ -210,3 +227,29 @@ def recent_durations(provider: str, model: str, limit: int) -> Executable:
         .order_by(jobs.c.ready_at.desc())
         .limit(limit)
     )
+
+
+def upsert_worker(dialect: str, row: dict[str, Any]) -> Executable:
+    stmt: Any = (
+        postgresql.insert(workers) if dialect == "postgresql" else sqlite.insert(workers)
+    ).values(**row)
+    return stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"campaigns": row["campaigns"], "last_seen_at": row["last_seen_at"]},
+    )
+
+
+def touch_worker(worker_id: str, now: float) -> Executable:
+    return sa.update(workers).where(workers.c.id == worker_id).values(last_seen_at=now)
+
+
+def delete_workers(ids: Sequence[str]) -> Executable:
+    return sa.delete(workers).where(workers.c.id.in_(list(ids)))
+
+
+def delete_workers_unseen_since(before: float) -> Executable:
+    return sa.delete(workers).where(workers.c.last_seen_at < before)
+
+
+def select_workers() -> Executable:
+    return sa.select(workers).order_by(workers.c.started_at, workers.c.id)

@@ -69,3 +69,16 @@ jobs = sa.Table(
     # Learning generation times: the most recent finished jobs of a model.
     sa.Index("ix_jobs_model_ready", "model", "ready_at"),
 )
+
+# Every `runner run` / `runner work` process, so `runner status` shows who is working and each
+# worker knows how many others share a provider account's create rate.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),  # the lease owner name
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("campaigns", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+)

@@ -8,9 +8,11 @@ It never holds an API key; it holds the name of the variable that does.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from runner.campaign import Campaign, CampaignSettings, input_fingerprint
 from runner.states import IN_FLIGHT, Change, Job, State
 from runner.store import migrate, queries
-from runner.store.schema import jobs
+from runner.store.schema import jobs, workers
 
 BUSY_TIMEOUT_MS = 30_000
 ORPHANED_SUBMIT = (
@@ -33,6 +35,16 @@ ORPHANED_SUBMIT = (
 
 class DatabaseError(Exception):
     """The database cannot be used as asked (missing, not a runner database, too new)."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    campaigns: list[str]
+    started_at: float
+    last_seen_at: float
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,53 @@ class Store:
         with self.write() as conn:
             return [_row_to_job(row) for row in conn.execute(stmt)]
 
+    def claim_submits(
+        self,
+        campaigns: Iterable[str],
+        *,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        plan: Callable[[dict[str, int]], dict[str, int]],
+        lock: str,
+    ) -> list[Job]:
+        """Claim queued jobs to submit without ever taking more provider slots than are free,
+        however many workers share the database.
+
+        The slots held per campaign (jobs in flight, plus queued jobs some worker has claimed to
+        submit) are counted and the claim is made in one transaction under one lock per
+        provider account (`lock`): the write lock on SQLite, an advisory lock on PostgreSQL.
+        So two workers never both see the same free slot. `plan(held)` says how many jobs to
+        claim per campaign.
+        """
+        names = list(campaigns)
+        claimed: list[Job] = []
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                lock_sql = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                conn.execute(lock_sql, {"key": _lock_key(lock)})
+            held: Counter[str] = Counter()
+            for stmt in (
+                queries.count_in_states_by_campaign(names, IN_FLIGHT),
+                queries.count_leased_queued(names, now),
+            ):
+                for name, n in conn.execute(stmt):
+                    held[name] += int(n)
+            for name, n in plan({name: held[name] for name in names}).items():
+                if n <= 0:
+                    continue
+                stmt = queries.claim(
+                    self.dialect,
+                    state=State.QUEUED,
+                    campaigns_=[name],
+                    owner=owner,
+                    now=now,
+                    lease_until=now + lease_seconds,
+                    limit=n,
+                )
+                claimed.extend(_row_to_job(row) for row in conn.execute(stmt))
+        return claimed
+
     def apply(self, change: Change, *, owner: str | None, release: bool = True) -> bool:
         """Write a state change; False when the job was no longer where the change expected."""
         values = {"state": change.to.value, **change.values}
@@ -271,9 +330,44 @@ class Store:
         with self.write() as conn:
             conn.execute(queries.release_lease(job_id, owner, due_at))
 
-    def renew_leases(self, owner: str, lease_until: float) -> None:
+    def heartbeat(self, owner: str, lease_until: float, now: float) -> None:
+        """Renew the leases of every job `owner` holds, and say the worker is alive."""
         with self.write() as conn:
             conn.execute(queries.renew_leases(owner, lease_until))
+            conn.execute(queries.touch_worker(owner, now))
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def register_worker(
+        self, worker_id: str, host: str, pid: int, campaigns: list[str], now: float
+    ) -> None:
+        row = {
+            "id": worker_id,
+            "host": host,
+            "pid": pid,
+            "campaigns": campaigns,
+            "started_at": now,
+            "last_seen_at": now,
+        }
+        with self.write() as conn:
+            conn.execute(queries.upsert_worker(self.dialect, row))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self.write() as conn:
+            conn.execute(queries.delete_workers([worker_id]))
+
+    def forget_workers(self, ids: Sequence[str] = (), unseen_since: float | None = None) -> None:
+        """Drop the rows of workers known to be gone, or not seen since a time."""
+        with self.write() as conn:
+            if ids:
+                conn.execute(queries.delete_workers(ids))
+            if unseen_since is not None:
+                conn.execute(queries.delete_workers_unseen_since(unseen_since))
+
+    def workers(self) -> list[WorkerInfo]:
+        with self.read() as conn:
+            rows = conn.execute(queries.select_workers()).all()
+        return [WorkerInfo(**{c.name: row._mapping[c.name] for c in workers.c}) for row in rows]
 
     def release_leases_of(self, is_dead: Any) -> int:
         """Expire leases whose owner `is_dead(owner)` says is gone (a killed process)."""
@@ -300,12 +394,6 @@ class Store:
         with self.read() as conn:
             row = conn.execute(queries.done_with_input(input_hash, exclude_id)).first()
         return None if row is None else _row_to_job(row)
-
-    def in_flight_by_campaign(self, campaigns: list[str]) -> dict[str, int]:
-        """Jobs holding (or possibly holding) a provider slot, per campaign, in one query."""
-        with self.read() as conn:
-            rows = conn.execute(queries.count_in_states_by_campaign(campaigns, IN_FLIGHT))
-            return {name: int(n) for name, n in rows}
 
     def due_by_state(self, campaigns: Iterable[str], states: Iterable[State]) -> dict[State, float]:
         with self.read() as conn:
@@ -354,6 +442,11 @@ class Store:
                 upd = queries.apply_change(change.job_id, change.expect, None, values, now)
                 moved += conn.execute(upd).rowcount
         return moved
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

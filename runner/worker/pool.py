@@ -53,7 +53,9 @@ class PoolOptions:
     pollers: int = 32
     downloaders: int = 32
     tick: float = 0.5  # longest sleep between looks at the queue
-    lease_seconds: float = 60.0
+    # A dead worker's jobs return to the others when its lease runs out; the heartbeat renews
+    # leases every quarter of it. Scaled down with every wait in tests, but never below 10 s.
+    lease_seconds: float = field(default_factory=lambda: max(10.0, 60.0 * time_scale()))
     sweep_every: float = 5.0
 
 
@@ -65,6 +67,16 @@ class Account:
     share: Share
     max_in_flight: int
     names: list[str] = field(default_factory=list)
+    per_minute: float = 0.0  # the account's create rate, split between the live workers
+    key: str = ""  # names the account's lock for claims across processes
+
+    def room(self, held: dict[str, int], local: int, limits: dict[str, int]) -> dict[str, int]:
+        """How many queued jobs to claim per campaign, given the slots `held` in the database:
+        at most `local` (this process's submitters and tokens), within the account's and each
+        campaign's max in flight, shared by priority."""
+        free = min(local, self.max_in_flight - sum(held.values()))
+        room = {name: limits[name] - held.get(name, 0) for name in limits}
+        return self.share.allocate(free, room)
 
 
 @dataclass
@@ -184,20 +196,52 @@ class Worker:
 
     async def run(self) -> RunReport:
         names = list(self.campaigns)
-        released = await self._db_call(
+        await self._db_call(
+            self.store.register_worker,
+            self.owner,
+            socket.gethostname(),
+            os.getpid(),
+            names,
+            self.clock(),
+        )
+        try:
+            await self._take_back_from_dead()
+            for folder in {Path(r.settings.output_dir) for r in self.campaigns.values()}:
+                await anyio.to_thread.run_sync(sweep_stale_temps, folder, pid_is_dead)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat)
+                try:
+                    await self._schedule(tg, names)
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._db_call(self.store.unregister_worker, self.owner)
+        return self.report
+
+    async def _take_back_from_dead(self) -> None:
+        """Free at once the jobs of processes on this machine that died holding them (another
+        machine's dead worker frees its jobs when its leases run out), and forget the worker
+        rows of both."""
+        dead = await self._db_call(
             self.store.release_leases_of, lambda o: owner_is_dead(o, self.owner)
         )
-        if released:
-            log.info("took back %d jobs held by a stopped process", released)
-        for folder in {Path(r.settings.output_dir) for r in self.campaigns.values()}:
-            await anyio.to_thread.run_sync(sweep_stale_temps, folder, pid_is_dead)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeat)
-            try:
-                await self._schedule(tg, names)
-            finally:
-                tg.cancel_scope.cancel()
-        return self.report
+        if dead:
+            log.info("took back %d jobs held by a stopped process", dead)
+        rows = await self._db_call(self.store.workers)
+        gone = [w.id for w in rows if owner_is_dead(w.id, self.owner)]
+        forget_before = self.clock() - 4 * self.options.lease_seconds
+        await self._db_call(self.store.forget_workers, gone, forget_before)
+
+    async def _share_rates(self) -> None:
+        """Split each account's create rate between the live workers that use it."""
+        live_since = self.clock() - self.options.lease_seconds
+        alive = [w for w in await self._db_call(self.store.workers) if w.last_seen_at >= live_since]
+        accounts = {id(r.account): r.account for r in self.campaigns.values()}
+        for account in accounts.values():
+            sharing = sum(1 for w in alive if set(w.campaigns) & set(account.names))
+            if account.per_minute > 0:
+                account.bucket.resize(account.per_minute / max(1, sharing), self.clock())
 
     async def _schedule(self, tg: anyio.abc.TaskGroup, names: list[str]) -> None:
         last_sweep = 0.0
@@ -287,24 +331,25 @@ class Worker:
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
         for account in accounts.values():
             names = [n for n in account.names if n in active and self.campaigns[n].submits]
-            if not names:
+            local = min(opts.submitters - self.in_hand["submit"], account.bucket.available(now))
+            if not names or local <= 0:
+                waiting.add(State.QUEUED)  # a token or a submitter frees up later
                 continue
-            busy = await self._db_call(self.store.in_flight_by_campaign, names)
-            free = min(
-                account.max_in_flight - sum(busy.values()),
-                opts.submitters - self.in_hand["submit"],
-                account.bucket.available(now),
+            limits = {n: self.campaigns[n].settings.limits.max_in_flight for n in names}
+            claimed = await self._db_call(
+                self.store.claim_submits,
+                names,
+                owner=self.owner,
+                now=now,
+                lease_seconds=opts.lease_seconds,
+                plan=partial(account.room, local=local, limits=limits),
+                lock=account.key,
             )
-            if free <= 0:
-                waiting.add(State.QUEUED)  # a slot or a token frees up later: a tick or a wake
-                continue
-            room = {
-                n: self.campaigns[n].settings.limits.max_in_flight - busy.get(n, 0) for n in names
-            }
-            for name, slots in account.share.allocate(free, room).items():
-                for job in await self._db_call(claim, State.QUEUED, [name], limit=slots):
-                    account.bucket.take(now)
-                    self._start(tg, "submit", self._submit, job)
+            if not claimed:
+                waiting.add(State.QUEUED)  # no free slot: one frees up later, a tick or a wake
+            for job in claimed:
+                account.bucket.take(now)
+                self._start(tg, "submit", self._submit, job)
         return waiting
 
     def _start(
@@ -327,9 +372,13 @@ class Worker:
     async def _heartbeat(self) -> None:
         interval = self.options.lease_seconds / 4
         while True:
+            await self._share_rates()
             await anyio.sleep(interval)
-            until = self.clock() + self.options.lease_seconds
-            await self._db_call(self.store.renew_leases, self.owner, until)
+            now = self.clock()
+            await self._db_call(
+                self.store.heartbeat, self.owner, now + self.options.lease_seconds, now
+            )
+            await self._take_back_from_dead()
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
         await self._apply(outcome.change)
