@@ -35,6 +35,7 @@ from runner.worker.pool import Account, CampaignRuntime, PoolOptions, RunReport,
 log = logging.getLogger("runner")
 
 SIMULATOR_KEY = "simulator-placeholder-key"
+STOP_GRACE = 30.0  # seconds jobs in hand get to finish after --max-runtime
 DB_ENV = "RUNNER_DB"
 
 # Exit codes, documented in the README and `runner --help`.
@@ -157,6 +158,17 @@ async def _watch_signals(worker: Worker, scope: anyio.CancelScope) -> None:
                 scope.cancel()
 
 
+async def _stop_after(worker: Worker, seconds: float, scope: anyio.CancelScope) -> None:
+    """--max-runtime: stop claiming when the time is up, and stop outright a grace later."""
+    await anyio.sleep(seconds)
+    log.warning("max runtime reached: finishing the jobs in hand, then stopping")
+    worker.request_stop()
+    await anyio.sleep(STOP_GRACE)
+    log.warning("jobs in hand did not finish within %.0f s: stopping now", STOP_GRACE)
+    worker.report.stopped_early = True
+    scope.cancel()
+
+
 async def _progress(store: Store, names: list[str], every: float) -> None:
     while True:
         await anyio.sleep(every)
@@ -182,8 +194,10 @@ async def work(
     handle_signals: bool = True,
     progress_every: float = 10.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    max_runtime: float | None = None,
 ) -> RunReport:
-    """Work the named campaigns until every job is settled (or the campaigns are halted).
+    """Work the named campaigns until every job is settled (or the campaigns are halted, or
+    `max_runtime` seconds have passed: then jobs in hand finish and the rest waits).
 
     `simulate` starts the built-in simulator in this process; `sim_url` uses one already
     running (`runner simulate`) instead. Either way every provider is pointed at it.
@@ -198,6 +212,8 @@ async def work(
                     tg.start_soon(_watch_signals, worker, tg.cancel_scope)
                 if progress_every > 0:
                     tg.start_soon(_progress, store, names, progress_every)
+                if max_runtime is not None:
+                    tg.start_soon(_stop_after, worker, max_runtime, tg.cancel_scope)
                 await worker.run()
                 tg.cancel_scope.cancel()
         finally:

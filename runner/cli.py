@@ -11,12 +11,14 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 import anyio
 import click
 
 from runner import app
+from runner.durations import parse_duration
 from runner.errors import InputError
 from runner.simulator import SimConfig, Simulator, serve
 from runner.states import RETRYABLE_BY_USER, State
@@ -72,6 +74,26 @@ simulator_url_option = click.option(
     help="Like --simulate, but use a simulator already running at URL (`runner simulate`).",
 )
 
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+max_runtime_option = click.option(
+    "--max-runtime",
+    type=Duration(),
+    help="Stop cleanly after this long (e.g. 6h, 90m): jobs in hand finish, the rest waits for "
+    "the next run. Exit code 3 when work is left.",
+)
+
 db_option = click.option(
     "--db",
     metavar="PATH|URL",
@@ -103,22 +125,43 @@ def _summary(store: Any, name: str) -> None:
         )
 
 
+def _this_process(report: app.RunReport) -> None:
+    click.echo(
+        f"this process: {report.submitted} submitted, {report.polled} polls, "
+        f"{report.downloaded} downloaded"
+    )
+
+
 @cli.command(epilog=EPILOG)
 @click.argument("jobfile", type=click.Path(dir_okay=False))
 @db_option
+@max_runtime_option
 @simulate_option
 @simulator_url_option
-def run(jobfile: str, db: str | None, simulate: bool, simulator_url: str | None) -> None:
+def run(
+    jobfile: str,
+    db: str | None,
+    max_runtime: float | None,
+    simulate: bool,
+    simulator_url: str | None,
+) -> None:
     """Enqueue JOBFILE's new jobs and work until every job of the campaign is settled.
 
-    Running the same command again resumes: nothing is submitted twice.
+    Running the same command again resumes: nothing is submitted twice. Two runs of the same
+    job file on one database (an overnight cron run that is still going when the next one
+    starts) share the work.
     """
     simulate = simulate or bool(simulator_url)
     store, enq = app.submit(jobfile, db, simulate=simulate)
     name = enq.campaign.settings.name
     click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
-    report = anyio.run(lambda: app.work(store, [name], simulate=simulate, sim_url=simulator_url))
+    report = anyio.run(
+        lambda: app.work(
+            store, [name], simulate=simulate, sim_url=simulator_url, max_runtime=max_runtime
+        )
+    )
     _summary(store, name)
+    _this_process(report)
     for reason in report.halted.values():
         click.echo(f"stopped: {reason}", err=True)
     sys.exit(app.exit_code(store, [name], report))
@@ -137,17 +180,24 @@ def submit(jobfile: str, db: str | None) -> None:
 @cli.command(epilog=EPILOG)
 @db_option
 @click.option("--campaign", "campaigns", multiple=True, help="Only this campaign (repeatable).")
-@click.option("--until-empty", is_flag=True, help="Exit when nothing is left to do.")
+@click.option(
+    "--until-empty",
+    is_flag=True,
+    help="Exit when every job is settled, instead of waiting for new campaigns.",
+)
+@max_runtime_option
 @simulate_option
 @simulator_url_option
 def work(
     db: str | None,
     campaigns: tuple[str, ...],
     until_empty: bool,
+    max_runtime: float | None,
     simulate: bool,
     simulator_url: str | None,
 ) -> None:
-    """Work the queue of an existing database."""
+    """Work the queue of an existing database, beside any number of other workers (on this
+    machine or others, sharing a PostgreSQL database)."""
     simulate = simulate or bool(simulator_url)
     store = open_store(app.resolve_db(db), create=False)
     unknown = sorted(set(campaigns) - set(store.campaign_names()))
@@ -160,11 +210,18 @@ def work(
     app.check_keys([store.settings(n) for n in current()], simulate)
 
     async def loop() -> app.RunReport:
+        end = None if max_runtime is None else time.monotonic() + max_runtime
         while True:
             names = current()
             app.check_keys([store.settings(n) for n in names], simulate)
-            report = await app.work(store, names, simulate=simulate, sim_url=simulator_url)
+            left = None if end is None else max(0.0, end - time.monotonic())
+            report = await app.work(
+                store, names, simulate=simulate, sim_url=simulator_url, max_runtime=left
+            )
             if until_empty or report.stopped_early or report.halted:
+                return report
+            if end is not None and time.monotonic() + 5 >= end:
+                report.stopped_early = True
                 return report
             await anyio.sleep(5)  # then look again, for campaigns submitted meanwhile
 
@@ -172,6 +229,7 @@ def work(
     names = current()
     for name in names:
         _summary(store, name)
+    _this_process(report)
     sys.exit(app.exit_code(store, names, report))
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
-from runner.states import State
+from runner.states import IN_FLIGHT, State
 from runner.store.schema import campaigns, jobs, workers
 
 
@@ -138,32 +138,32 @@ def count_by_state(campaign: str | None = None) -> Executable:
     return stmt
 
 
-def count_in_states_by_campaign(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
-    return (
-        sa.select(jobs.c.campaign, sa.func.count())
-        .where(
-            jobs.c.campaign.in_(list(campaigns_)),
-            jobs.c.state.in_([s.value for s in states]),
-        )
+def count_slots_held(campaigns_: Iterable[str], now: float) -> Executable:
+    """Provider slots held per campaign: jobs in flight, plus queued jobs a worker has claimed
+    to submit (they take a slot before their create goes out). Rows (campaign, count), one or
+    two per campaign, to add up.
+
+    One statement, so one snapshot on PostgreSQL: a job moving from claimed to submitting
+    between two separate counts would be missed by both. The claimed part is found through the
+    lease-owner index, so it costs the few jobs in hand, not the queue.
+    """
+    names = list(campaigns_)
+    in_flight = (
+        sa.select(jobs.c.campaign, sa.func.count().label("n"))
+        .where(jobs.c.campaign.in_(names), jobs.c.state.in_([s.value for s in IN_FLIGHT]))
         .group_by(jobs.c.campaign)
     )
-
-
-def count_leased_queued(campaigns_: Iterable[str], now: float) -> Executable:
-    """Queued jobs a worker has claimed to submit: they take a slot before their create goes out.
-
-    Found through the lease-owner index, so the count costs the few jobs in hand, not the queue.
-    """
-    return (
-        sa.select(jobs.c.campaign, sa.func.count())
+    claimed = (
+        sa.select(jobs.c.campaign, sa.func.count().label("n"))
         .where(
             jobs.c.lease_owner.is_not(None),
             jobs.c.lease_expires_at >= now,
             jobs.c.state == State.QUEUED.value,
-            jobs.c.campaign.in_(list(campaigns_)),
+            jobs.c.campaign.in_(names),
         )
         .group_by(jobs.c.campaign)
     )
+    return sa.union_all(in_flight, claimed)
 
 
 def due_by_state(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from runner.campaign import Campaign, CampaignSettings, input_fingerprint
-from runner.states import IN_FLIGHT, Change, Job, State
+from runner.states import Change, Job, State
 from runner.store import migrate, queries
 from runner.store.schema import jobs, workers
 
@@ -295,12 +295,8 @@ class Store:
                 lock_sql = sa.text("SELECT pg_advisory_xact_lock(:key)")
                 conn.execute(lock_sql, {"key": _lock_key(lock)})
             held: Counter[str] = Counter()
-            for stmt in (
-                queries.count_in_states_by_campaign(names, IN_FLIGHT),
-                queries.count_leased_queued(names, now),
-            ):
-                for name, n in conn.execute(stmt):
-                    held[name] += int(n)
+            for name, n in conn.execute(queries.count_slots_held(names, now)):
+                held[name] += int(n)
             for name, n in plan({name: held[name] for name in names}).items():
                 if n <= 0:
                     continue
