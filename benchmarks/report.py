@@ -89,7 +89,18 @@ def scale_table(scale: dict[str, Any]) -> list[str]:
         f"| the same, first create to last file | "
         f"{_num(e2e['jobs_per_second_first_create_to_last_file'], 1)} |",
         f"| CPU s per job in that run | {_num(e2e['cpu_seconds_per_job'], 4)} |",
+        *_workers_rows(scale.get("postgres_workers", {"error": "not run"})),
         "",
+    ]
+
+
+def _workers_rows(figures: dict[str, Any]) -> list[str]:
+    if "error" in figures:
+        return [f"| jobs per second through PostgreSQL | not measured: {figures['error']} |"]
+    return [
+        f"| jobs per second through PostgreSQL, {f['workers']} `runner work` "
+        f"({f['done']:,}/{f['jobs']:,} done, no delays) | {_num(f['jobs_per_second'], 1)} |"
+        for f in figures.values()
     ]
 
 

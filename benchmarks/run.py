@@ -33,6 +33,7 @@ from benchmarks.figures import TABLE_FIGURES, contender_figures
 from benchmarks.procs import PYTHON, ROOT, SimulatorProcess, clean_env, run_measured
 from benchmarks.report import render
 from benchmarks.scale import scale_figures
+from benchmarks.workers import postgres_workers
 from benchmarks.workloads import DEFAULT_TIME_SCALE, Workload, workloads
 
 QUICK = {"jobs": 30, "scale_jobs": 2_000, "enqueue_jobs": 2_000, "e2e_jobs": 100, "hold": 3.0}
@@ -212,6 +213,10 @@ def problems(results: dict[str, Any]) -> list[str]:
                     found.append(f"{wname}/{cname}: no {key}")
     if "error" in results["scale"]:
         found.append(f"scale: {results['scale']['error']}")
+    workers = results["scale"].get("postgres_workers", {})
+    for n, f in workers.items() if "error" not in workers else ():
+        if f["done"] != f["jobs"]:
+            found.append(f"{n} PostgreSQL workers: {f['done']} of {f['jobs']} jobs done")
     return found
 
 
@@ -244,6 +249,15 @@ def measure(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> No
     except Exception as exc:
         traceback.print_exc()
         results["scale"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return
+    print(f"[{time.monotonic() - started:6.0f} s] workers through PostgreSQL", flush=True)
+    pg_url = os.environ.get("RUNNER_BENCH_PG_URL") or os.environ.get("RUNNER_TEST_PG_URL")
+    try:
+        figures = postgres_workers(args.e2e_jobs, work / "workers", pg_url)
+    except Exception as exc:
+        traceback.print_exc()
+        figures = {"error": f"{type(exc).__name__}: {exc}"}
+    results["scale"]["postgres_workers"] = figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,19 +193,22 @@ def worker_rss(db: Path, folder: Path, hold_seconds: float) -> dict[str, Any]:
     }
 
 
+NO_DELAY_SIMULATOR = {
+    "seed": 1,
+    "max_side": 16,
+    "queue_delay": 0.0,
+    "duration_median": 0.0,
+    "duration_sigma": 0.0,
+    "bfl_max_in_flight": 1_000_000,
+    "bfl_model_max_in_flight": {},
+    "replicate_create_limit": None,
+    "replicate_read_limit": None,
+}
+
+
 def end_to_end(jobs: int, folder: Path) -> dict[str, Any]:
     """`runner run` of `jobs` jobs against a simulator with no delays and no limits."""
-    config = {
-        "seed": 1,
-        "max_side": 16,
-        "queue_delay": 0.0,
-        "duration_median": 0.0,
-        "duration_sigma": 0.0,
-        "bfl_max_in_flight": 1_000_000,
-        "bfl_model_max_in_flight": {},
-        "replicate_create_limit": None,
-        "replicate_read_limit": None,
-    }
+    config = NO_DELAY_SIMULATOR
     jobfile = _jobfile(
         folder,
         [_prompt(n) for n in range(jobs)],

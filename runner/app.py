@@ -23,6 +23,7 @@ from runner.campaign import Campaign, CampaignSettings, ProviderConfig
 from runner.errors import InputError
 from runner.jobfile import load_jobfile
 from runner.limits import Share, TokenBucket
+from runner.overview import format_counts
 from runner.presets import simulated
 from runner.providers.base import Handle, ProviderError
 from runner.providers.factory import make_provider
@@ -175,12 +176,6 @@ async def _progress(store: Store, names: list[str], every: float) -> None:
         for name in names:
             counts = await anyio.to_thread.run_sync(store.counts, name)
             log.info("%s: %s", name, format_counts(counts.get(name, {})))
-
-
-def format_counts(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
-    parts = [f"{state.value} {counts[state.value]}" for state in State if counts.get(state.value)]
-    return f"{counts.get('done', 0)}/{total} done ({', '.join(parts) or 'no jobs'})"
 
 
 async def work(

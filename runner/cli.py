@@ -20,6 +20,7 @@ import click
 from runner import app
 from runner.durations import parse_duration
 from runner.errors import InputError
+from runner.overview import format_counts
 from runner.simulator import SimConfig, Simulator, serve
 from runner.states import RETRYABLE_BY_USER, State
 from runner.store import DatabaseError, open_store
@@ -115,7 +116,7 @@ def cli(verbose: int, quiet: bool) -> None:
 
 def _summary(store: Any, name: str) -> None:
     counts = store.counts(name).get(name, {})
-    click.echo(f"{name}: {app.format_counts(counts)}")
+    click.echo(f"{name}: {format_counts(counts)}")
     if counts.get(State.UNCERTAIN.value):
         click.echo(
             f"{counts[State.UNCERTAIN.value]} job(s) are uncertain: their create got no answer "
@@ -238,22 +239,21 @@ def work(
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(campaign: str | None, db: str | None, as_json: bool) -> None:
-    """Counts of jobs per state, per campaign."""
+    """Per campaign: jobs per state, cost, recent rate and time left; and the live workers.
+
+    --json prints {"campaigns": {NAME: {total, done, states, halted, cost, rate_per_minute,
+    eta_seconds}}, "workers": [{id, host, pid, campaigns, started_at, last_seen_at}]}.
+    """
+    from runner import overview
+
     store = open_store(app.resolve_db(db), create=False)
-    counts = store.counts(campaign)
     if campaign and campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
+    view = overview.overview(store, campaign)
     if as_json:
-        data = {
-            name: {"total": sum(c.values()), "states": dict(sorted(c.items()))}
-            for name, c in sorted(counts.items())
-        }
-        click.echo(json.dumps(data, indent=2))
-        return
-    if not counts:
-        click.echo("no jobs")
-    for name, c in sorted(counts.items()):
-        click.echo(f"{name}: {app.format_counts(c)}")
+        click.echo(json.dumps(overview.to_json(view), indent=2))
+    else:
+        click.echo("\n".join(overview.to_text(view)))
 
 
 @cli.command(epilog=EPILOG)
@@ -341,6 +341,125 @@ def upgrade(db: str | None) -> None:
     """Create the database or bring its schema to the newest version."""
     store = open_store(app.resolve_db(db))
     click.echo(f"database at revision {current_revision(store.engine)} (head {head_revision()})")
+
+
+@cli.command("jobs")
+@click.argument("campaign")
+@db_option
+@click.option(
+    "--state",
+    "states_",
+    metavar="S[,S]",
+    help="Only jobs in these states (comma-separated), e.g. failed,moderated.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per line (fields in the README)."
+)
+def jobs_command(campaign: str, db: str | None, states_: str | None, as_json: bool) -> None:
+    """List the jobs of CAMPAIGN: key, prompt, state, attempts, remote id, error.
+
+    One line per job, in job order, streamed from the database.
+    """
+    from runner.report.files import stdout_pipe
+    from runner.report.jobs_view import parse_states, write_listing
+
+    wanted = parse_states(states_)
+    store = open_store(app.resolve_db(db), create=False)
+    if campaign not in store.campaign_names():
+        raise InputError(f"no campaign named {campaign!r} in this database.")
+    with stdout_pipe() as out:
+        write_listing(store.jobs(campaign, wanted), out, as_json=as_json)
+
+
+@cli.command("export")
+@click.argument("campaign")
+@db_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON lines (one object per job) or CSV with a header row.",
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Write to FILE (atomically: complete or not at all) instead of standard output.",
+)
+@click.option(
+    "--sidecars",
+    is_flag=True,
+    help="Instead of a manifest, (re)write the provenance sidecar <image>.json beside every "
+    "image of the campaign's done jobs.",
+)
+def export_command(
+    campaign: str, db: str | None, fmt: str, output: str | None, sidecars: bool
+) -> None:
+    """Write a manifest of CAMPAIGN: one record per job.
+
+    Each record holds the key, prompt, full input, seed, provider, model, remote id, state,
+    files with their sha256, timings, cost and error (fields in the README).
+    """
+    from pathlib import Path
+
+    from runner.report.export import write_manifest
+    from runner.report.files import atomic_text, stdout_pipe
+    from runner.report.provenance import write_all_sidecars
+
+    store = open_store(app.resolve_db(db), create=False)
+    if campaign not in store.campaign_names():
+        raise InputError(f"no campaign named {campaign!r} in this database.")
+    if sidecars:
+        if output:
+            raise InputError("--sidecars writes beside the images; it takes no -o FILE.")
+        done = write_all_sidecars(store.jobs(campaign, [State.DONE]))
+        click.echo(
+            f"{campaign}: {done.written} sidecar(s) written, {done.unchanged} already up to date"
+            + (f", {done.missing} image(s) missing on disk" if done.missing else "")
+        )
+        return
+    if output is None:
+        with stdout_pipe() as out:
+            write_manifest(store.jobs(campaign), out, fmt)
+        return
+    target = Path(output)
+    if not target.parent.is_dir():
+        raise InputError(f"cannot write {output}: the folder {target.parent} does not exist.")
+    with atomic_text(target, newline="" if fmt == "csv" else None) as out:
+        count = write_manifest(store.jobs(campaign), out, fmt)
+    click.echo(f"{campaign}: {count} record(s) written to {target}", err=True)
+
+
+@cli.command("gallery")
+@click.argument("campaign")
+@db_option
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Folder to write gallery.html into. Default: the campaign's output folder (the page "
+    "links each thumbnail to its full-size image by a relative path).",
+)
+def gallery_command(campaign: str, db: str | None, out_dir: str | None) -> None:
+    """Render CAMPAIGN as one self-contained HTML page (gallery.html).
+
+    A grid of thumbnails with their prompts, failed, moderated and expired jobs as cards with
+    their reason, filters by state and a search box; it opens offline.
+    """
+    from pathlib import Path
+
+    from runner.report.gallery import render_gallery
+
+    store = open_store(app.resolve_db(db), create=False)
+    if campaign not in store.campaign_names():
+        raise InputError(f"no campaign named {campaign!r} in this database.")
+    page, count = render_gallery(store, campaign, Path(out_dir) if out_dir else None)
+    click.echo(f"{campaign}: {count} job(s) in {page}")
 
 
 def main() -> None:

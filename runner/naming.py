@@ -80,6 +80,8 @@ _TRANSLIT = str.maketrans(
 )
 # Path separators, NUL and other control characters, and what Windows refuses in a name.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
+# Device names Windows reserves whatever the extension ("CON.png" is the console, not a file).
+_WINDOWS_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³]|CONIN\$|CONOUT\$)", re.I)
 _formatter = string.Formatter()
 
 
@@ -144,6 +146,15 @@ def validate_template(template: str) -> None:
                 f"the file name template {template!r} uses a conversion or nested field in "
                 f"{{{field}}}; only a format spec such as {{index:05d}} is supported"
             )
+        # A width or precision is a count of characters: past a file name's length it is a
+        # mistake, and a huge one ("{index:999999999999d}") would exhaust memory formatting it.
+        for digits in re.findall(r"\d+", spec or ""):
+            if len(digits) > len(str(MAX_NAME_BYTES)) or int(digits) > MAX_NAME_BYTES:
+                raise ValueError(
+                    f"the file name template {template!r} asks for {digits} characters in "
+                    f"{{{field}}}, more than the {MAX_NAME_BYTES} a file name may have; use a "
+                    "smaller width such as {index:05d}"
+                )
         try:
             format(_SAMPLE[field], spec or "")
         except (ValueError, TypeError) as exc:
@@ -229,6 +240,8 @@ def _sanitise(stem: str, suffix: str) -> str:
     # Leading dots would hide the file (or, alone, name the folder itself); trailing dots and
     # spaces are dropped by Windows and would make two names the same file.
     stem = _clean(stem).lstrip(". ").rstrip(". ") or "image"
+    if _WINDOWS_DEVICE.fullmatch(stem.split(".", 1)[0].rstrip(" ")):
+        stem = "_" + stem
     budget = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
     encoded = stem.encode("utf-8")
     if len(encoded) > budget:

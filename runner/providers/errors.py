@@ -9,9 +9,12 @@ may have been sent are "maybe sent", which on a create means "maybe billed".
 from __future__ import annotations
 
 import email.utils
+import json
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 
 from runner.providers.base import ErrorKind, ProviderError
@@ -20,6 +23,39 @@ Operation = Literal["create", "poll", "cancel", "list"]
 
 # Transport failures that happen before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# Headers that carry the API key; an answer that echoes one must not carry it into an error.
+_AUTH_HEADERS = ("authorization", "x-key", "proxy-authorization", "x-api-key", "api-key")
+_MIN_SECRET = 8  # shorter values are not keys, and replacing them would garble messages
+REDACTED = "[redacted]"
+
+
+def credentials(headers: httpx.Headers) -> tuple[str, ...]:
+    """The secrets in a request's headers: each auth header's value and its token after the
+    scheme ("Bearer <token>"), longest first."""
+    found: set[str] = set()
+    for name in _AUTH_HEADERS:
+        for value in headers.get_list(name):
+            value = value.strip()
+            token = value.partition(" ")[2].strip() or value
+            if len(token) >= _MIN_SECRET:
+                found.update((value, token))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every occurrence of each secret replaced by "[redacted]"."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _sent_credentials(message: httpx.Response | httpx.HTTPError) -> tuple[str, ...]:
+    try:
+        request = message.request
+    except RuntimeError:  # built without a request (unit tests)
+        return ()
+    return credentials(request.headers)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -70,7 +106,7 @@ def from_response(response: httpx.Response, op: Operation) -> ProviderError:
     except ValueError:
         body = None
     code = response.status_code
-    message = _message(body, response)
+    message = redact(_message(body, response), _sent_credentials(response))
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if retry_after is None and isinstance(body, dict):
         value = body.get("retry_after")
@@ -91,29 +127,58 @@ def from_response(response: httpx.Response, op: Operation) -> ProviderError:
     return ProviderError(kind, message, status_code=code, retry_after=retry_after)
 
 
+def _never_sent(exc: httpx.HTTPError) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        # httpx_aiohttp reports every lost connection as ConnectTimeout, even one the server
+        # closed after the request went out: only aiohttp's own connect failures are unsent.
+        return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    return isinstance(exc, _NOT_SENT)
+
+
 def from_exception(exc: httpx.HTTPError) -> ProviderError:
     """An error for a request that got no answer at all."""
     name = type(exc).__name__
-    if isinstance(exc, _NOT_SENT):
-        return ProviderError(ErrorKind.NETWORK, f"{name}: {exc}", maybe_sent=False)
-    return ProviderError(ErrorKind.TIMEOUT, f"{name}: {exc or 'no answer'}", maybe_sent=True)
+    secrets = _sent_credentials(exc)
+    if _never_sent(exc):
+        return ProviderError(ErrorKind.NETWORK, redact(f"{name}: {exc}", secrets), maybe_sent=False)
+    text = redact(f"{name}: {exc or 'no answer'}", secrets)
+    return ProviderError(ErrorKind.TIMEOUT, text, maybe_sent=True)
 
 
 async def request_json(
     client: httpx.AsyncClient, method: str, url: str | httpx.URL, op: Operation, **kwargs: Any
 ) -> tuple[int, Any]:
-    """Send one request; return (status, JSON body) or raise a classified ProviderError."""
+    """Send one request; return (status, JSON body) or raise a classified ProviderError.
+
+    No text of the answer reaches an error or the caller with the request's key in it. Errors
+    are raised outside the `except` blocks so that they chain to nothing: the transport's own
+    exceptions can carry the request's headers (aiohttp's repr shows them all).
+    """
+    failure: ProviderError | None = None
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.HTTPError as exc:
-        raise from_exception(exc) from None
+        failure = from_exception(exc)
+    except aiohttp.ClientError as exc:
+        # A malformed answer the transport does not translate (a bad status line or header):
+        # the request was sent, so on a create it may have been billed.
+        secrets = credentials(httpx.Headers({**client.headers, **(kwargs.get("headers") or {})}))
+        text = redact(f"{type(exc).__name__}: {exc}", secrets)
+        failure = ProviderError(ErrorKind.TIMEOUT, text, maybe_sent=True)
+    if failure is not None:
+        raise failure
     if response.status_code >= 400:
         raise from_response(response, op)
+    content = response.content
+    secrets = _sent_credentials(response)
+    if any(secret.encode() in content for secret in secrets):
+        content = redact(response.text, secrets).encode()
     try:
-        return response.status_code, response.json()
+        return response.status_code, json.loads(content)
     except ValueError:
-        raise ProviderError(
-            ErrorKind.PROTOCOL,
-            f"answer is not JSON: {response.text[:200]!r}",
-            status_code=response.status_code,
-        ) from None
+        pass
+    text = redact(response.text, secrets)
+    raise ProviderError(
+        ErrorKind.PROTOCOL, f"answer is not JSON: {text[:200]!r}", status_code=response.status_code
+    )

@@ -138,6 +138,28 @@ def count_by_state(campaign: str | None = None) -> Executable:
     return stmt
 
 
+def cost_by_campaign(campaign: str | None = None) -> Executable:
+    stmt = (
+        sa.select(jobs.c.campaign, sa.func.sum(jobs.c.cost))
+        .where(jobs.c.cost.is_not(None))
+        .group_by(jobs.c.campaign)
+    )
+    if campaign is not None:
+        stmt = stmt.where(jobs.c.campaign == campaign)
+    return stmt
+
+
+def finished_since(since: float, campaign: str | None = None) -> Executable:
+    stmt = (
+        sa.select(jobs.c.campaign, sa.func.count())
+        .where(jobs.c.finished_at >= since, jobs.c.state == State.DONE.value)
+        .group_by(jobs.c.campaign)
+    )
+    if campaign is not None:
+        stmt = stmt.where(jobs.c.campaign == campaign)
+    return stmt
+
+
 def count_slots_held(campaigns_: Iterable[str], now: float) -> Executable:
     """Provider slots held per campaign: jobs in flight, plus queued jobs a worker has claimed
     to submit (they take a slot before their create goes out). Rows (campaign, count), one or

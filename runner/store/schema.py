@@ -62,8 +62,9 @@ jobs = sa.Table(
     sa.UniqueConstraint("campaign", "key", name="uq_jobs_campaign_key"),
     # Claiming: due jobs of a state, oldest due first.
     sa.Index("ix_jobs_state_due", "state", "next_attempt_at"),
-    # Status: counts per campaign and state.
-    sa.Index("ix_jobs_campaign_state", "campaign", "state"),
+    # Status: counts and cost per campaign and state, and the recent finishes.
+    sa.Index("ix_jobs_campaign_state_cost", "campaign", "state", "cost"),
+    sa.Index("ix_jobs_campaign_finished", "campaign", "finished_at"),
     sa.Index("ix_jobs_lease_owner", "lease_owner"),
     sa.Index("ix_jobs_input_hash_state", "input_hash", "state"),
     # Learning generation times: the most recent finished jobs of a model.

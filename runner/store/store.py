@@ -8,6 +8,7 @@ It never holds an API key; it holds the name of the variable that does.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import time
@@ -95,6 +96,21 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+@contextmanager
+def _opening(path: Path | None) -> Iterator[None]:
+    """One process at a time sets up a SQLite file: switching a new file to WAL fails at once
+    ("database is locked", without waiting) while another connection does the same."""
+    if path is None:
+        yield
+        return
+    with open(path, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # independent of SQLite's own fcntl() locks
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_store(db: str, *, create: bool = True) -> Store:
     """Open (and, when `create`, make) a database and bring its schema to the newest version."""
     url = database_url(db)
@@ -113,7 +129,8 @@ def open_store(db: str, *, create: bool = True) -> Store:
             raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
     engine = _make_engine(url)
     try:
-        migrate.upgrade(engine)
+        with _opening(path):
+            migrate.upgrade(engine)
     except Exception as exc:
         engine.dispose()
         raise DatabaseError(f"cannot open the database at {url}: {exc}") from exc
@@ -404,6 +421,17 @@ class Store:
             for name, state, n in conn.execute(queries.count_by_state(campaign)):
                 out.setdefault(name, {})[state] = n
         return out
+
+    def costs(self, campaign: str | None = None) -> dict[str, float]:
+        """What each campaign's jobs cost, where the provider reported it."""
+        with self.read() as conn:
+            rows = conn.execute(queries.cost_by_campaign(campaign))
+            return {name: float(total) for name, total in rows if total is not None}
+
+    def finished_since(self, since: float, campaign: str | None = None) -> dict[str, int]:
+        """Jobs done since a time, per campaign (the recent rate)."""
+        with self.read() as conn:
+            return {n: int(c) for n, c in conn.execute(queries.finished_since(since, campaign))}
 
     def jobs(
         self, campaign: str, states: Iterable[State] | None = None, batch: int = 1000

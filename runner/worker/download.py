@@ -1,28 +1,45 @@
 """Fetches a finished image to disk so that a file either exists whole or not at all.
 
-The body streams into a hidden temporary file in the output folder, is checked (length against
-Content-Length, an image signature, a size cap), fsynced, and renamed into place atomically;
-the folder is fsynced too. The client used here carries no API key: file hosts never see it.
-An existing file is never overwritten with other content.
+The body streams into a hidden temporary file in the output folder, is checked (http(s) only, a
+bounded number of redirects, a size cap, length against Content-Length, an image signature),
+fsynced, and renamed into place atomically; the folder is fsynced too. Whatever goes wrong (a
+refused URL, a network failure, a malformed answer, a full disk) is a `DownloadError` with a
+message for the user, and no temporary file is left behind. The client used here carries no API
+key: file hosts never see it. An existing file is never overwritten with other content, and a
+file is only ever created directly inside the output folder.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
 import httpx
 
 from runner.providers.factory import fast_transport
 
-MAX_BYTES = 100 * 1024 * 1024
-MAX_REDIRECTS = 3
+MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
+MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
+ALLOWED_SCHEMES = ("http", "https")
+_MAX_TAG = 100  # characters of the tag kept in a temporary file's name
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# Errors of the disk rather than of this download: they name the folder and what to do.
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full (ENOSPC: no space left on device)",
+    errno.EDQUOT: "the disk quota is exceeded (EDQUOT)",
+    errno.EROFS: "the file system is read-only (EROFS)",
+    errno.EACCES: "permission denied (EACCES)",
+}
 
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "png",
@@ -43,9 +60,10 @@ def sniff_extension(head: bytes) -> str | None:
 
 
 class DownloadError(Exception):
-    def __init__(self, message: str, *, gone: bool = False) -> None:
+    def __init__(self, message: str, *, gone: bool = False, local: bool = False) -> None:
         super().__init__(message)
         self.gone = gone  # the URL will never serve this file again (expired, removed)
+        self.local = local  # this machine's fault (a full disk): the URL is fine, the disk is not
 
 
 @dataclass(frozen=True)
@@ -59,19 +77,45 @@ class SavedFile:
         return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes, "url": self.url}
 
 
+class _BodiesRead(httpx.AsyncBaseTransport):
+    """Hands the transport requests whose (empty) body is already read.
+
+    httpx builds the request that follows a redirect with its body as a stream, and the aiohttp
+    transport sends a stream as a chunked body, so every redirected GET would go out with
+    `Transfer-Encoding: chunked` and a content type: file hosts may refuse such a GET, and a
+    plain HTTP/1.1 server reads the empty chunk as the next request.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def file_client(timeout: float = 60.0) -> httpx.AsyncClient:
-    """An HTTP client for file hosts: no auth headers, a bounded number of redirects."""
+    """An HTTP client for file hosts: no auth headers, a bounded number of redirects
+    (MAX_REDIRECTS, read at each call).
+
+    Bodies are asked for unencoded: what is written is what the host stores, so the length
+    check against Content-Length and the image signature apply to the file itself.
+    """
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
-        headers={"User-Agent": "runner/0.1"},
-        transport=fast_transport(32),
+        headers={"User-Agent": "runner/0.1", "Accept-Encoding": "identity"},
+        transport=_BodiesRead(fast_transport(32)),
     )
 
 
 def temp_prefix(tag: str) -> str:
-    return f".{tag}."
+    """The start of a temporary file's name: hidden, and made of safe characters only."""
+    return f".{_TAG_UNSAFE.sub('_', tag)[:_MAX_TAG]}."
 
 
 def sweep_stale_temps(folder: Path, is_dead: Callable[[int], bool]) -> int:
@@ -91,6 +135,24 @@ def sweep_stale_temps(folder: Path, is_dead: Callable[[int], bool]) -> int:
     return removed
 
 
+def disk_error_message(exc: OSError, folder: Path) -> str:
+    """What a failed write means for the user: which folder, which condition, what to do."""
+    what = _DISK_ERRORS.get(exc.errno or 0)
+    if what is None:
+        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        what = f"{exc.strerror or exc} ({code})"
+    return f"cannot write the output to {folder}: {what}; fix that, and the download is tried again"
+
+
+@contextmanager
+def _writing(folder: Path) -> Iterator[None]:
+    """Turns a failure of the local disk into a DownloadError that says so."""
+    try:
+        yield
+    except OSError as exc:
+        raise DownloadError(disk_error_message(exc, folder), local=True) from None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -107,9 +169,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _checked_name(name: str, folder: Path) -> str:
+    """`name` when it names a file directly inside `folder`; a DownloadError otherwise."""
+    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\x00")):
+        raise DownloadError(f"refusing the file name {name!r}: it must be one name in {folder}")
+    return name
+
+
 def _place(temp: Path, folder: Path, name_for: Callable[[str], str], ext: str, digest: str) -> Path:
     """Rename `temp` to its final name; keep an identical existing file, never clobber another."""
-    base = name_for(ext)
+    base = _checked_name(name_for(ext), folder)
     stem, dot, suffix = base.rpartition(".")
     if not dot:
         stem, suffix = base, ""
@@ -131,6 +200,23 @@ def _place(temp: Path, folder: Path, name_for: Callable[[str], str], ext: str, d
     raise DownloadError(f"no free file name for {base} in {folder}")
 
 
+def check_url(url: str) -> None:
+    """Refuse anything but an http(s) URL before a request is made or a file is created."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        shown = url if len(url) <= 80 else url[:77] + "..."
+        raise DownloadError(
+            f"refusing to download {shown!r}: only http and https URLs are downloaded, "
+            f"not {scheme + ':' if scheme else 'a URL without a scheme'}",
+            gone=True,
+        )
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
 async def download(
     client: httpx.AsyncClient,
     url: str,
@@ -138,12 +224,20 @@ async def download(
     name_for: Callable[[str], str],
     tag: str,
     *,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> SavedFile:
-    """Download `url` into `folder`; `name_for(ext)` gives the file name once the type is known."""
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise DownloadError(f"refusing to download {url!r}: only http(s) URLs", gone=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Download `url` into `folder`; `name_for(ext)` gives the file name once the type is known.
+
+    Raises DownloadError (and leaves no file) for a URL that is not http(s), more redirects than
+    the client allows, an HTTP error, a body larger than `max_bytes` (default: MAX_BYTES, read
+    at each call) or shorter than its Content-Length, something that is not an image, a network
+    failure or a full disk.
+    """
+    check_url(url)
+    if max_bytes is None:
+        max_bytes = MAX_BYTES
+    with _writing(folder):
+        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     temp = folder / f"{temp_prefix(tag)}{os.getpid()}.{os.urandom(4).hex()}.part"
     digest = hashlib.sha256()
     received = 0
@@ -153,31 +247,55 @@ async def download(
             async with client.stream("GET", url) as response:
                 if response.status_code in (403, 404, 410):
                     raise DownloadError(f"HTTP {response.status_code} for the output", gone=True)
-                if response.status_code >= 400:
+                if response.status_code >= 300 or response.status_code == 206:
+                    # a 3xx here is a redirect without a usable Location; 206 is a part only
                     raise DownloadError(f"HTTP {response.status_code} for the output")
-                expected = response.headers.get("content-length")
-                async with await anyio.open_file(temp, "wb") as fh:
+                expected = _content_length(response)
+                if expected is not None and expected > max_bytes:
+                    raise DownloadError(
+                        f"the output is {expected} bytes, more than the cap of {max_bytes} bytes"
+                    )
+                with _writing(folder):
+                    fh = await anyio.open_file(temp, "wb")
+                try:
                     async for chunk in response.aiter_raw(CHUNK):
                         received += len(chunk)
                         if received > max_bytes:
-                            raise DownloadError(f"output larger than {max_bytes} bytes")
+                            raise DownloadError(
+                                f"the output is larger than the cap of {max_bytes} bytes"
+                            )
                         if len(head) < 16:
                             head += chunk[: 16 - len(head)]
                         digest.update(chunk)
-                        await fh.write(chunk)
-                    await fh.flush()
-                    await anyio.to_thread.run_sync(os.fsync, fh.wrapped.fileno())
+                        with _writing(folder):
+                            await fh.write(chunk)
+                    with _writing(folder):
+                        await fh.flush()
+                        await anyio.to_thread.run_sync(os.fsync, fh.wrapped.fileno())
+                finally:
+                    with anyio.CancelScope(shield=True), _writing(folder):
+                        await fh.aclose()  # a full disk may only show when the file is closed
         except httpx.TooManyRedirects:
-            raise DownloadError(f"more than {MAX_REDIRECTS} redirects") from None
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"{type(exc).__name__}: {exc}") from None
-        if expected is not None and expected.isdigit() and int(expected) != received:
+            raise DownloadError(
+                f"the output URL redirected more than {client.max_redirects} times"
+            ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise DownloadError(
+                "refusing the output URL or a redirect from it: only http and https URLs are "
+                f"downloaded ({type(exc).__name__}: {exc})",
+                gone=True,
+            ) from None
+        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
+            # OSError here is the network's: the disk's are DownloadErrors already.
+            raise DownloadError(f"{type(exc).__name__}: {exc or 'no details'}") from None
+        if expected is not None and expected != received:
             raise DownloadError(f"truncated: got {received} of {expected} bytes")
         ext = sniff_extension(head)
         if ext is None:
             raise DownloadError("the output is not an image (unknown file signature)")
         sha = digest.hexdigest()
-        final = await anyio.to_thread.run_sync(_place, temp, folder, name_for, ext, sha)
+        with _writing(folder):
+            final = await anyio.to_thread.run_sync(_place, temp, folder, name_for, ext, sha)
         return SavedFile(path=str(final), sha256=sha, bytes=received, url=url)
     finally:
         with anyio.CancelScope(shield=True):
@@ -186,19 +304,23 @@ async def download(
 
 def copy_file(source: Path, folder: Path, name_for: Callable[[str], str], tag: str) -> SavedFile:
     """Copy a file already on disk (a reused result) into `folder`, as atomically as a download."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = source.read_bytes()
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise DownloadError(f"cannot read {source}: {exc.strerror or exc}") from None
     ext = sniff_extension(data[:16])
     if ext is None:
         raise DownloadError(f"{source} is not an image any more")
     temp = folder / f"{temp_prefix(tag)}{os.getpid()}.{os.urandom(4).hex()}.part"
     try:
-        with temp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        digest = hashlib.sha256(data).hexdigest()
-        final = _place(temp, folder, name_for, ext, digest)
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            with temp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            digest = hashlib.sha256(data).hexdigest()
+            final = _place(temp, folder, name_for, ext, digest)
         return SavedFile(path=str(final), sha256=digest, bytes=len(data), url=f"file://{source}")
     finally:
         temp.unlink(missing_ok=True)

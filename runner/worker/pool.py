@@ -35,6 +35,7 @@ from runner.limits import Share, TokenBucket
 from runner.naming import job_fields, render_filename
 from runner.polling import Timing
 from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
+from runner.report.provenance import after_download
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
@@ -587,4 +588,6 @@ class Worker:
         else:
             self.report.downloaded += 1
             change = states.on_downloaded(job, [f.to_dict() for f in saved], self.clock())
+            # Provenance sidecars before `done`: a crash in between re-downloads, then writes them.
+            await anyio.to_thread.run_sync(after_download, job, change)
         await self._apply(change)

@@ -13,23 +13,28 @@ from tests.acceptance.conftest import SimProcess, run_cli, write_jobfile
 def status(tmp_path: Path) -> dict[str, dict[str, object]]:
     result = run_cli("status", "--json", "--db", str(tmp_path / "runner.db"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["campaigns"]
 
 
 def test_submit_then_work_until_empty(tmp_path: Path, simulator: SimProcess) -> None:
     jobfile = write_jobfile(tmp_path, simulator.url, [f"owl {i}" for i in range(6)])
     submitted = run_cli("submit", str(jobfile), cwd=tmp_path)
     assert submitted.returncode == 0 and "6 new job(s)" in submitted.stdout
-    assert status(tmp_path) == {"accept": {"total": 6, "states": {"queued": 6}}}
+    (queued,) = status(tmp_path).values()
+    assert queued["total"] == 6 and queued["states"] == {"queued": 6} and queued["done"] == 0
     assert simulator.stats()["creates"] == 0  # submit sends nothing
 
     worked = run_cli(
         "work", "--until-empty", "--simulator-url", simulator.url, cwd=tmp_path, timeout=60
     )
     assert worked.returncode == 0, worked.stderr
-    assert status(tmp_path) == {"accept": {"total": 6, "states": {"done": 6}}}
+    done = status(tmp_path)["accept"]
+    assert done["states"] == {"done": 6} and done["eta_seconds"] == 0
+    assert done["rate_per_minute"] == pytest.approx(0.6)  # 6 jobs in the 10-minute window
     text = run_cli("status", "accept", cwd=tmp_path)
-    assert text.stdout.strip() == "accept: 6/6 done (done 6)"
+    first, second = text.stdout.splitlines()
+    assert first == "accept: 6/6 done (done 6)"
+    assert second == f"  cost {done['cost']:.2f}" and done["cost"] > 0  # BFL reports credits
 
 
 @pytest.mark.sim_config({"duration_median": 0.2, "faults": {"create": {"fail_rate": 1.0}}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,15 @@ def test_four_workers_on_postgresql_share_24_slots(
 
 @pytest.mark.postgres
 @pytest.mark.timeout(240)
-@pytest.mark.sim_config({"duration_median": 1.0, "duration_sigma": 0.3, "seed": 9})
+@pytest.mark.sim_config(
+    {
+        "duration_median": 1.0,
+        "duration_sigma": 0.3,
+        "seed": 9,
+        # Slow creates: a worker always holds some jobs mid-create, the riskiest moment.
+        "faults": {"create": {"slow_rate": 1.0, "slow_seconds": 0.5}},
+    }
+)
 def test_kill9_of_one_worker_its_jobs_finish_on_the_others(
     tmp_path: Path, simulator: SimProcess, pg_url: str
 ) -> None:
@@ -130,6 +139,7 @@ def test_kill9_of_one_worker_its_jobs_finish_on_the_others(
     )
     assert run_cli("submit", str(jobfile), "--db", pg_url, cwd=tmp_path).returncode == 0
     victim = start_cli("work", "--until-empty", "--db", pg_url, cwd=tmp_path)
+    others = [start_cli("work", "--until-empty", "--db", pg_url, cwd=tmp_path) for _ in range(2)]
 
     def held_by_victim() -> list[int]:
         return [
@@ -138,10 +148,9 @@ def test_kill9_of_one_worker_its_jobs_finish_on_the_others(
             if r["lease_owner"] and f":{victim.pid}:" in r["lease_owner"]
         ]
 
-    wait_for(lambda: len(held_by_victim()) >= 5, 60, "the first worker to hold jobs")
-    others = [start_cli("work", "--until-empty", "--db", pg_url, cwd=tmp_path) for _ in range(2)]
-    wait_for(lambda: simulator.stats()["creates"] >= 20, 60, "creates from every worker")
-    held = held_by_victim()
+    wait_for(lambda: simulator.stats()["creates"] >= 20, 60, "the campaign to be under way")
+    held: list[int] = []
+    wait_for(lambda: bool(held.extend(held_by_victim()) or held), 60, "the victim to hold jobs")
     victim.kill()  # SIGKILL: its leases are left behind
     victim.wait(timeout=30)
     assert held, "the victim held nothing when it was killed"
@@ -157,10 +166,10 @@ def test_kill9_of_one_worker_its_jobs_finish_on_the_others(
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.sim_config({"duration_median": 0.5, "duration_sigma": 0.3, "seed": 3})
+@pytest.mark.sim_config({"duration_median": 1.0, "duration_sigma": 0.3, "seed": 3})
 def test_two_overlapping_runs_on_one_sqlite_file(tmp_path: Path, simulator: SimProcess) -> None:
     """The nightly cron run starts while last night's is still going: they share the work."""
-    n = 80
+    n = 100
     jobfile = write_jobfile(
         tmp_path,
         simulator.url,
@@ -170,6 +179,21 @@ def test_two_overlapping_runs_on_one_sqlite_file(tmp_path: Path, simulator: SimP
     first = start_cli("run", str(jobfile), cwd=tmp_path)
     wait_for(lambda: simulator.stats()["creates"] >= 5, 60, "the first run to submit")
     second = start_cli("run", str(jobfile), cwd=tmp_path)
+
+    def status() -> dict[str, Any]:
+        result = run_cli("status", "--json", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    seen: dict[str, Any] = {}
+
+    def both_in_status() -> bool:
+        seen["json"], seen["text"] = status(), run_cli("status", cwd=tmp_path).stdout
+        return len(seen["json"]["workers"]) == 2 and "workers: 2" in seen["text"]
+
+    wait_for(both_in_status, 60, "both runs to show in status")
+    assert {w["pid"] for w in seen["json"]["workers"]} == {first.pid, second.pid}
+    assert f"pid {first.pid}: accept" in seen["text"]
     outputs = finish([first, second])
 
     job_rows = rows(str(tmp_path / "runner.db"))
@@ -178,6 +202,42 @@ def test_two_overlapping_runs_on_one_sqlite_file(tmp_path: Path, simulator: SimP
     assert_each_input_created_once(simulator, job_rows)
     counts = submitted_by(outputs)
     assert sum(counts) == n and min(counts) > 0, counts
-    assert "0 new job(s), 80 already known" in outputs[1]
+    assert "0 new job(s), 100 already known" in outputs[1]
     peak = simulator.stats()["max_in_flight_seen"][runner_env()[KEY_ENV]]
     assert peak <= 12, peak
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.sim_config({"duration_median": 2.0, "duration_sigma": 0.1, "seed": 4})
+def test_max_runtime_stops_cleanly_and_the_next_run_resumes(
+    tmp_path: Path, simulator: SimProcess
+) -> None:
+    jobfile = write_jobfile(
+        tmp_path,
+        simulator.url,
+        [f"a kite over dunes, take {i}" for i in range(12)],
+        extra="limits: {max_in_flight: 3, creates_per_minute: 100000}\n",
+    )
+    started = time.monotonic()
+    first = run_cli("run", str(jobfile), "--max-runtime", "1.5s", cwd=tmp_path)
+    took = time.monotonic() - started
+    assert first.returncode == 3, first.stderr  # stopped early: run again to resume
+    assert "max runtime reached" in first.stderr
+    assert took < 15, took  # in time: it does not wait for the 12 jobs (about 8 s of work)
+    job_rows = rows(str(tmp_path / "runner.db"))
+    assert {r["state"] for r in job_rows} <= {"queued", "running", "done"}
+    assert all(r["lease_owner"] is None for r in job_rows)  # nothing left held
+    assert any(r["state"] != "done" for r in job_rows)
+
+    second = run_cli("run", str(jobfile), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    job_rows = rows(str(tmp_path / "runner.db"))
+    assert {r["state"] for r in job_rows} == {"done"}
+    assert_each_input_created_once(simulator, job_rows)
+
+
+def test_max_runtime_takes_a_duration(tmp_path: Path) -> None:
+    result = run_cli("run", "jobs.yaml", "--max-runtime", "soon", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--max-runtime" in result.stderr and "duration" in result.stderr
+    assert "Traceback" not in result.stderr

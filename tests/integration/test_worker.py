@@ -74,7 +74,9 @@ def test_every_job_done_within_the_in_flight_limit(
     stats = sim.sim.stats()
     assert stats["creates"] == 30
     assert max(stats["max_in_flight_seen"].values()) <= 4
-    assert len(list((tmp_path / "out").iterdir())) == 30
+    images = [p for p in (tmp_path / "out").iterdir() if p.suffix != ".json"]
+    assert len(images) == 30
+    assert all(p.with_name(p.name + ".json").exists() for p in images)  # provenance beside each
 
 
 def test_outcomes_are_recorded_with_their_reason(

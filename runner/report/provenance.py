@@ -1,0 +1,99 @@
+"""Provenance beside every image: `<image>.json`, a record of what made it.
+
+A sidecar, not a PNG text chunk: the image on disk stays byte for byte what the provider
+served, so the sha256 in the database (and in the sidecar) is the provider's file, and the
+same scheme covers JPEG and WebP. The worker writes the sidecars of a job after its files are
+saved and before the job is marked done; each is written atomically (temporary file, fsync,
+rename). A crash between image and sidecar leaves the job `downloading`, so the next run fetches
+it again (the identical file on disk is kept) and writes the sidecar then.
+`runner export CAMPAIGN --sidecars` (re)writes them for every done job, for example after
+images were copied in by `reuse`.
+
+Writing a sidecar never fails a job: the image is what was paid for. A sidecar that cannot be
+written is logged with the command that writes it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.report.files import write_bytes_atomically
+from runner.report.records import provenance_record
+from runner.states import Change, Job, State
+
+log = logging.getLogger("runner.report")
+
+SIDECAR_SUFFIX = ".json"
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
+
+
+def sidecar_path(image: str | Path) -> Path:
+    """`out/00001-fox.png` -> `out/00001-fox.png.json`."""
+    path = Path(image)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def sidecar_bytes(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
+@dataclass
+class SidecarReport:
+    written: int = 0  # created or changed
+    unchanged: int = 0  # already held exactly this record
+    missing: int = 0  # the image itself is not on disk
+
+    def add(self, other: SidecarReport) -> None:
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.missing += other.missing
+
+
+def write_job_sidecars(job: Job) -> SidecarReport:
+    """Write (or refresh) the sidecar of every file of a done job. Raises OSError."""
+    report = SidecarReport()
+    for n, file in enumerate(job.files, start=1):
+        image = Path(str(file.get("path")))
+        if not image.is_file():
+            report.missing += 1
+            continue
+        record = sidecar_bytes(provenance_record(job, file, n))
+        if write_bytes_atomically(sidecar_path(image), record):
+            report.written += 1
+        else:
+            report.unchanged += 1
+    return report
+
+
+def write_all_sidecars(jobs: Iterable[Job]) -> SidecarReport:
+    """`runner export --sidecars`: the sidecars of every done job given."""
+    total = SidecarReport()
+    for job in jobs:
+        if job.state is State.DONE:
+            total.add(write_job_sidecars(job))
+    return total
+
+
+def after_download(job: Job, change: Change) -> None:
+    """The worker's hook: the files of `job` are saved and `change` (to done) is about to be
+    written. Writes their sidecars from the job as it will be recorded; never raises."""
+    if change.to is not State.DONE:
+        return
+    values = {k: v for k, v in change.values.items() if k in _JOB_FIELDS}
+    done = dataclasses.replace(job, state=change.to, **values)
+    try:
+        write_job_sidecars(done)
+    except Exception as error:  # provenance must never cost a paid-for image its `done`
+        log.warning(
+            "job %s: could not write its provenance sidecar (%s); `runner export %s --sidecars` "
+            "writes it again",
+            job.key,
+            error,
+            job.campaign,
+        )

@@ -1,0 +1,51 @@
+"""The status figures: time left from the recent rate, and the text and JSON shapes."""
+
+from __future__ import annotations
+
+from runner.overview import CampaignOverview, Overview, format_seconds, to_json, to_text
+from runner.store.store import WorkerInfo
+
+
+def test_eta_is_what_is_left_at_the_recent_rate() -> None:
+    c = CampaignOverview(
+        "c", {"done": 40, "queued": 50, "running": 10, "failed": 2}, None, 1.5, 20.0
+    )
+    assert (c.total, c.done, c.left) == (102, 40, 60)
+    assert c.eta_seconds == 180.0  # 60 left at 20 a minute
+    assert CampaignOverview("c", {"queued": 5}).eta_seconds is None  # no rate yet: unknown
+    assert CampaignOverview("c", {"done": 5, "uncertain": 1}).eta_seconds == 0.0
+
+
+def test_text_and_json() -> None:
+    worker = WorkerInfo("h:1:a", "h", 1, ["c"], started_at=0.0, last_seen_at=95.0)
+    view = Overview(
+        [CampaignOverview("c", {"done": 3, "queued": 3}, "no credit", 0.12, 6.0)], [worker]
+    )
+    assert to_text(view, now=100.0) == [
+        "c: 3/6 done (queued 3, done 3)",
+        "  6.0/min lately, about 30s left; cost 0.12; stopped: no credit",
+        "workers: 1",
+        "  h pid 1: c; up 1m40s, seen 5s ago",
+    ]
+    data = to_json(view)
+    assert data["campaigns"]["c"] == {
+        "total": 6,
+        "done": 3,
+        "states": {"done": 3, "queued": 3},
+        "halted": "no credit",
+        "cost": 0.12,
+        "rate_per_minute": 6.0,
+        "eta_seconds": 30,
+    }
+    assert data["workers"][0]["pid"] == 1 and data["workers"][0]["campaigns"] == ["c"]
+    assert to_text(Overview([]), now=0.0) == ["no jobs"]
+
+
+def test_format_seconds() -> None:
+    assert [format_seconds(s) for s in (0, 59.4, 61, 3600, 7322)] == [
+        "0s",
+        "59s",
+        "1m01s",
+        "1h00m",
+        "2h02m",
+    ]
