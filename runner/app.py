@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import anyio
 import httpx
 
 from runner.campaign import Campaign, CampaignSettings, ProviderConfig
-from runner.errors import InputError
+from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
 from runner.limits import Share, TokenBucket
 from runner.overview import format_counts
@@ -29,7 +28,7 @@ from runner.providers.base import Handle, ProviderError
 from runner.providers.factory import make_provider
 from runner.simulator import SimConfig, Simulator, serve
 from runner.states import SETTLED, TERMINAL, State, user_cancel
-from runner.store import Store, open_store
+from runner.store import Store, open_store, resolve_db
 from runner.worker.download import file_client
 from runner.worker.pool import Account, CampaignRuntime, PoolOptions, RunReport, Worker
 
@@ -37,24 +36,6 @@ log = logging.getLogger("runner")
 
 SIMULATOR_KEY = "simulator-placeholder-key"
 STOP_GRACE = 30.0  # seconds jobs in hand get to finish after --max-runtime
-DB_ENV = "RUNNER_DB"
-
-# Exit codes, documented in the README and `runner --help`.
-EXIT_OK = 0
-EXIT_JOBS_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_STOPPED = 3
-
-
-def resolve_db(db: str | None, jobfile: str | os.PathLike[str] | None = None) -> str:
-    """--db, else $RUNNER_DB, else runner.db beside the job file, else ./runner.db."""
-    if db:
-        return db
-    if os.environ.get(DB_ENV):
-        return os.environ[DB_ENV]
-    if jobfile is not None:
-        return str(Path(jobfile).resolve().parent / "runner.db")
-    return "runner.db"
 
 
 def api_key(provider: ProviderConfig, campaign: str) -> str:

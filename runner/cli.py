@@ -12,19 +12,22 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 
-from runner import app
 from runner.durations import parse_duration
-from runner.errors import InputError
+from runner.errors import EXIT_BAD_INPUT, EXIT_STOPPED, InputError
 from runner.overview import format_counts
-from runner.simulator import SimConfig, Simulator, serve
 from runner.states import RETRYABLE_BY_USER, State
-from runner.store import DatabaseError, open_store
-from runner.store.migrate import current_revision, head_revision
+from runner.store import DatabaseError, open_store, resolve_db
+
+if TYPE_CHECKING:
+    from runner.app import RunReport
+
+# Commands that talk to providers import `runner.app` (HTTP clients, the simulator, the worker)
+# when they run: `runner status` and `--help` stay quick.
 
 log = logging.getLogger("runner")
 
@@ -50,8 +53,11 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    # httpx logs every request at INFO; that is noise at the default level.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    # httpx logs every request at INFO: noise, except with -vv.
+    requests = logging.getLogger("httpx")
+    requests.handlers[:] = [handler]
+    requests.propagate = False
+    requests.setLevel(logging.INFO if verbose > 1 else logging.WARNING)
 
 
 class RunnerGroup(click.Group):
@@ -62,7 +68,7 @@ class RunnerGroup(click.Group):
             return super().invoke(ctx)
         except (InputError, DatabaseError) as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(app.EXIT_BAD_INPUT)
+            ctx.exit(EXIT_BAD_INPUT)
 
 
 simulate_option = click.option(
@@ -126,7 +132,7 @@ def _summary(store: Any, name: str) -> None:
         )
 
 
-def _this_process(report: app.RunReport) -> None:
+def _this_process(report: RunReport) -> None:
     click.echo(
         f"this process: {report.submitted} submitted, {report.polled} polls, "
         f"{report.downloaded} downloaded"
@@ -152,6 +158,8 @@ def run(
     job file on one database (an overnight cron run that is still going when the next one
     starts) share the work.
     """
+    from runner import app
+
     simulate = simulate or bool(simulator_url)
     store, enq = app.submit(jobfile, db, simulate=simulate)
     name = enq.campaign.settings.name
@@ -173,6 +181,8 @@ def run(
 @db_option
 def submit(jobfile: str, db: str | None) -> None:
     """Validate JOBFILE and enqueue its new jobs without working them."""
+    from runner import app
+
     _, enq = app.submit(jobfile, db, simulate=True)
     name = enq.campaign.settings.name
     click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
@@ -199,8 +209,10 @@ def work(
 ) -> None:
     """Work the queue of an existing database, beside any number of other workers (on this
     machine or others, sharing a PostgreSQL database)."""
+    from runner import app
+
     simulate = simulate or bool(simulator_url)
-    store = open_store(app.resolve_db(db), create=False)
+    store = open_store(resolve_db(db), create=False)
     unknown = sorted(set(campaigns) - set(store.campaign_names()))
     if unknown:
         raise InputError(f"no campaign named {', '.join(unknown)} in this database.")
@@ -210,7 +222,7 @@ def work(
 
     app.check_keys([store.settings(n) for n in current()], simulate)
 
-    async def loop() -> app.RunReport:
+    async def loop() -> RunReport:
         end = None if max_runtime is None else time.monotonic() + max_runtime
         while True:
             names = current()
@@ -246,7 +258,7 @@ def status(campaign: str | None, db: str | None, as_json: bool) -> None:
     """
     from runner import overview
 
-    store = open_store(app.resolve_db(db), create=False)
+    store = open_store(resolve_db(db), create=False)
     if campaign and campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     view = overview.overview(store, campaign)
@@ -285,7 +297,7 @@ def retry(campaign: str, db: str | None, states_: str, uncertain: bool) -> None:
         raise InputError(f"jobs in state {bad} cannot be retried; they are not finished.")
     if State.UNCERTAIN in wanted and not uncertain:
         raise InputError("uncertain jobs may have been billed: say so with --uncertain.")
-    store = open_store(app.resolve_db(db), create=False)
+    store = open_store(resolve_db(db), create=False)
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     moved = store.retry(campaign, wanted)
@@ -301,7 +313,9 @@ def cancel(campaign: str, db: str | None, simulator_url: str | None) -> None:
 
     Results already being downloaded are kept: they are paid for.
     """
-    store = open_store(app.resolve_db(db), create=False)
+    from runner import app
+
+    store = open_store(resolve_db(db), create=False)
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     report = anyio.run(lambda: app.cancel(store, campaign, sim_url=simulator_url))
@@ -318,6 +332,8 @@ def cancel(campaign: str, db: str | None, simulator_url: str | None) -> None:
 @click.option("--config", "config_file", type=click.File(), help="SimConfig as JSON.")
 def simulate(host: str, port: int, config_file: Any) -> None:
     """Serve the provider simulator (Replicate, BFL and aggregator routes) until stopped."""
+    from runner.simulator import SimConfig, Simulator, serve
+
     config = SimConfig.from_dict(json.load(config_file)) if config_file else SimConfig()
 
     async def main() -> None:
@@ -339,7 +355,9 @@ def db() -> None:
 @db_option
 def upgrade(db: str | None) -> None:
     """Create the database or bring its schema to the newest version."""
-    store = open_store(app.resolve_db(db))
+    from runner.store.migrate import current_revision, head_revision
+
+    store = open_store(resolve_db(db))
     click.echo(f"database at revision {current_revision(store.engine)} (head {head_revision()})")
 
 
@@ -364,7 +382,7 @@ def jobs_command(campaign: str, db: str | None, states_: str | None, as_json: bo
     from runner.report.jobs_view import parse_states, write_listing
 
     wanted = parse_states(states_)
-    store = open_store(app.resolve_db(db), create=False)
+    store = open_store(resolve_db(db), create=False)
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     with stdout_pipe() as out:
@@ -409,7 +427,7 @@ def export_command(
     from runner.report.files import atomic_text, stdout_pipe
     from runner.report.provenance import write_all_sidecars
 
-    store = open_store(app.resolve_db(db), create=False)
+    store = open_store(resolve_db(db), create=False)
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     if sidecars:
@@ -455,7 +473,7 @@ def gallery_command(campaign: str, db: str | None, out_dir: str | None) -> None:
 
     from runner.report.gallery import render_gallery
 
-    store = open_store(app.resolve_db(db), create=False)
+    store = open_store(resolve_db(db), create=False)
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     page, count = render_gallery(store, campaign, Path(out_dir) if out_dir else None)
@@ -468,4 +486,4 @@ def main() -> None:
     except KeyboardInterrupt:
         # Ctrl-C before the worker's own handler is installed: nothing was in hand yet.
         click.echo("interrupted", err=True)
-        sys.exit(app.EXIT_STOPPED)
+        sys.exit(EXIT_STOPPED)

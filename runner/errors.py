@@ -1,4 +1,11 @@
-"""Errors a user can cause and fix. The CLI prints them as one paragraph and exits with 2."""
+"""Errors a user can cause and fix, and the exit codes. The CLI prints an InputError as one
+paragraph and exits with 2."""
+
+# Exit codes, documented in the README and `runner --help`.
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 3
 
 
 class InputError(Exception):

@@ -280,8 +280,15 @@ def on_reconcile_found(job: Job, submission: Submission, now: float, rng: random
     return on_created(job, submission, now, rng)
 
 
-def on_reconcile_missing(job: Job, now: float) -> Change:
+def on_reconcile_missing(
+    job: Job, now: float, max_attempts: int = RetryPolicy.max_attempts
+) -> Change:
     """The provider's list covers the attempt and does not have it: it was never created."""
+    if job.attempts >= max_attempts:
+        # every attempt was answered badly and never created: an outage, not this job
+        last = (job.error or "").split("; it may have been", 1)[0]
+        reason = f"gave up after {job.attempts} attempts, none of them created (last: {last})"
+        return _finish(job, State.FAILED, now, reason)
     return Change(
         job.id,
         job.state,
@@ -306,13 +313,19 @@ def on_reconcile_error(
     job: Job, error: ProviderError, now: float, policy: RetryPolicy, rng: random.Random
 ) -> Change:
     strikes = job.strikes + 1
-    if strikes >= RECONCILE_TRIES or error.kind in (ErrorKind.AUTH, ErrorKind.INVALID):
+    # A listing of many pages fails if any page does: transient errors get the patience polls
+    # get, and a 429 waits as long as the provider asks.
+    limit = POLL_GIVE_UP_TRANSIENT if error.kind in _TRANSIENT else RECONCILE_TRIES
+    if strikes >= limit or error.kind in (ErrorKind.AUTH, ErrorKind.INVALID):
         return on_reconcile_unavailable(job, f"could not list the provider's predictions ({error})")
+    wait = backoff(strikes, policy, rng)
+    if error.kind is ErrorKind.RATE_LIMITED and error.retry_after is not None:
+        wait = error.retry_after
     return Change(
         job.id,
         job.state,
         State.RECONCILING,
-        {"strikes": strikes, "next_attempt_at": now + backoff(strikes, policy, rng)},
+        {"strikes": strikes, "next_attempt_at": now + wait},
     )
 
 

@@ -1,10 +1,12 @@
 """HTTP plumbing shared by the simulated APIs: auth, admission (rate limits, injected faults),
-error bodies in each provider's own shape, timestamps, and the connection-cutting response.
+error bodies in each provider's own shape, timestamps, and the responses that misbehave on
+purpose (a connection closed without an answer, an answer cut short, bytes that trickle).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -100,16 +102,24 @@ def bfl_error(status: int, detail: Any, *, headers: dict[str, str] | None = None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def _retry_headers(sim: Simulator, seconds: int) -> dict[str, str] | None:
-    return {"Retry-After": str(seconds)} if sim.config.retry_after_header else None
+def seconds_text(seconds: float) -> str:
+    """1.0 -> "1", 0.25 -> "0.25": whole seconds read as the integers HTTP expects."""
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
 
 
-def throttled(sim: Simulator, style: Style, seconds: int, detail: str | None = None) -> Response:
+def _retry_headers(sim: Simulator, seconds: float) -> dict[str, str] | None:
+    return {"Retry-After": seconds_text(seconds)} if sim.config.retry_after_header else None
+
+
+def throttled(sim: Simulator, style: Style, seconds: float, detail: str | None = None) -> Response:
     headers = _retry_headers(sim, seconds)
+    if float(seconds).is_integer():
+        seconds = int(seconds)
     if style == "replicate":
         # Replicate's 429 is problem+json without a title, and promises no Retry-After header
         body = {
-            "detail": detail or f"Request was throttled. Expected available in {seconds} seconds.",
+            "detail": detail
+            or f"Request was throttled. Expected available in {seconds_text(seconds)} seconds.",
             "status": 429,
             "retry_after": seconds,
         }
@@ -124,9 +134,9 @@ def unauthorized(sim: Simulator, style: Style, key_given: bool) -> Response:
     return bfl_error(401, "Invalid API key" if key_given else "Not authenticated")
 
 
-def injected_error(sim: Simulator, style: Style, status: int) -> Response:
+def injected_error(sim: Simulator, style: Style, status: int, retry_after: float = 1) -> Response:
     if status == 429:
-        return throttled(sim, style, 1)
+        return throttled(sim, style, retry_after)
     phrase = _phrase(status)
     if style == "replicate":
         return problem(status, phrase, f"Simulated fault: {phrase.lower()}.")
@@ -149,15 +159,14 @@ class Admitted:
     fault: FaultDraw
 
 
-async def admit(
+async def authorize(
     request: Request,
     *,
     style: Style,
     auth: Literal["bearer", "x-key"],
-    route: str,
     bucket: Literal["create", "read"] | None,
-) -> Admitted | Response:
-    """Auth, then rate limit, then injected slowness and errors; or the answer refusing it."""
+) -> str | Response:
+    """The caller's key after auth and rate limits; or the answer refusing the request."""
     sim = sim_of(request)
     key = bearer_token(request) if auth == "bearer" else request.headers.get("x-key")
     if not key or not sim.key_allowed(key):
@@ -166,12 +175,66 @@ async def admit(
         wait = sim.check_rate(key, bucket)
         if wait is not None:
             return throttled(sim, style, wait)
-    fault = sim.draw_fault(route)
-    if fault.slow_seconds > 0:
-        await anyio.sleep(fault.slow_seconds)
+    return key
+
+
+async def inject(
+    request: Request, *, style: Style | None, route: str, prompt: str | None
+) -> FaultDraw | Response:
+    """Draw this request's faults and play the ones that strike before anything is done.
+
+    Returns the draw for the caller to play the rest (faults after a create, a download's
+    faults), or the answer that ends the request here. `style` None: a file host's plain
+    answers instead of an API's error bodies.
+    """
+    sim = sim_of(request)
+    fault = sim.draw_fault(route, prompt)
+    if fault.slow_seconds > 0 and not await stall(request, fault.slow_seconds):
+        # the client gave up waiting: like a request dropped from a queue, nothing is done
+        return ResetResponse()
+    if fault.kind == "reset":
+        return ResetResponse()
+    if fault.kind == "rate_limit":
+        if style is None:
+            headers = {"Retry-After": seconds_text(fault.retry_after)}
+            return Response("Too Many Requests\n", 429, headers=headers, media_type="text/plain")
+        return throttled(sim, style, fault.retry_after)
     if fault.error_status is not None:
-        return injected_error(sim, style, fault.error_status)
+        if style is None:
+            return Response(f"simulated fault {fault.error_status}\n", fault.error_status)
+        return injected_error(sim, style, fault.error_status, fault.retry_after)
+    return fault
+
+
+async def admit(
+    request: Request,
+    *,
+    style: Style,
+    auth: Literal["bearer", "x-key"],
+    route: str,
+    bucket: Literal["create", "read"] | None,
+    prompt: str | None = None,
+) -> Admitted | Response:
+    """Auth, then rate limit, then injected slowness and errors; or the answer refusing it."""
+    key = await authorize(request, style=style, auth=auth, bucket=bucket)
+    if isinstance(key, Response):
+        return key
+    fault = await inject(request, style=style, route=route, prompt=prompt)
+    if isinstance(fault, Response):
+        return fault
     return Admitted(key, fault)
+
+
+async def stall(request: Request, seconds: float) -> bool:
+    """Hold the request for `seconds`; False as soon as the client hangs up (or the server
+    stops), so a stalled request never outlives the one who made it."""
+    await request.body()  # read first: watching for a hang-up must not swallow the body
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        if await request.is_disconnected() or request.app.state.stopping:
+            return False
+        await anyio.sleep(min(left, 0.02))
+    return not await request.is_disconnected()
 
 
 async def read_json(request: Request) -> tuple[bool, Any]:
@@ -208,3 +271,68 @@ class DroppedResponse(Response):
             }
         )
         # returning with the body unfinished makes the ASGI server close the connection
+
+
+class ResetResponse(Response):
+    """No answer at all: the connection is closed before a single byte of it, as a reset or a
+    proxy that lost its upstream does. The client cannot tell whether anything was done."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", 502)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # uvicorn's receive is a method of the request's cycle, which holds the transport
+        cycle = getattr(receive, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None or not hasattr(transport, "abort"):
+            # another server: cut the answer short instead, the nearest thing
+            await DroppedResponse({"detail": "connection reset"}, 502)(scope, receive, send)
+            return
+        transport.abort()
+        # let the server see the connection is gone, so that it does not answer for us
+        for _ in range(100):
+            if getattr(cycle, "disconnected", True):
+                break
+            await anyio.sleep(0)
+
+
+class TruncatedResponse(Response):
+    """A file answer whose Content-Length is the whole file but whose body stops halfway,
+    after which the server hangs up."""
+
+    def __init__(self, body: bytes, media_type: str) -> None:
+        super().__init__(body, 200, media_type=media_type)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.body[: len(self.body) // 2],
+                "more_body": True,
+            }
+        )
+
+
+class DripResponse(Response):
+    """A file answer whose bytes trickle out over `seconds`, in small pieces."""
+
+    PIECES = 16
+
+    def __init__(self, body: bytes, media_type: str, seconds: float) -> None:
+        super().__init__(body, 200, media_type=media_type)
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        size = max(1, -(-len(self.body) // self.PIECES))
+        pieces = [self.body[i : i + size] for i in range(0, len(self.body), size)] or [b""]
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1
+            await send({"type": "http.response.body", "body": piece, "more_body": not last})
+            if not last:
+                await anyio.sleep(self.seconds / len(pieces))

@@ -14,7 +14,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runner.simulator._http import has_credentials, read_json, sim_of
+from runner.simulator._http import (
+    DripResponse,
+    TruncatedResponse,
+    has_credentials,
+    inject,
+    read_json,
+    sim_of,
+)
 from runner.simulator.bfl_api import BflApi
 from runner.simulator.images import FORMATS, content_type
 from runner.simulator.replicate_api import ReplicateApi
@@ -29,19 +36,29 @@ _EXPIRED_XML = (
 )
 
 
+# what a CDN or captive portal puts where an image was expected
+_NOT_AN_IMAGE = (
+    "<!DOCTYPE html><html><head><title>503 Service Temporarily Unavailable</title></head>"
+    "<body><h1>Service Temporarily Unavailable</h1><p>Please try again later.</p></body></html>"
+)
+
+
 async def get_file(request: Request) -> Response:
     """Serve one output image. No auth: a key sent here is counted, since it would leak."""
     sim = sim_of(request)
     sim.note_download(with_auth=has_credentials(request))
-    fault = sim.draw_fault("download")
-    if fault.slow_seconds > 0:
-        await anyio.sleep(fault.slow_seconds)
-    if fault.error_status is not None:
-        return Response(f"simulated fault {fault.error_status}\n", fault.error_status)
+    prediction = sim.find(request.path_params["prediction_id"])
+    fault = await inject(
+        request,
+        style=None,
+        route="download",
+        prompt=None if prediction is None else prediction.prompt,
+    )
+    if isinstance(fault, Response):
+        return fault
     not_found = Response("Not found\n", 404, media_type="text/plain")
     forbidden = Response(_EXPIRED_XML, 403, media_type="application/xml")
     match = _FILE_NAME_RE.match(request.path_params["name"])
-    prediction = sim.find(request.path_params["prediction_id"])
     if match is None or prediction is None:
         return not_found
     index, ext = int(match[1]), match[2]
@@ -60,14 +77,25 @@ async def get_file(request: Request) -> Response:
     expired = sim.wall(now) > int(expires_text)
     if prediction.style == "replicate":
         # Replicate deletes the files with the prediction's data: they are gone, not forbidden
-        if expired or sim.data_removed(snap, now):
+        if expired or sim.data_removed(prediction, snap, now):
             return not_found
     elif expired:
         return forbidden
+    if fault.kind == "gone":
+        if fault.status == 403:
+            return forbidden
+        return Response("Gone\n" if fault.status == 410 else "Not found\n", fault.status)
+    if fault.kind == "not_image":
+        return Response(_NOT_AN_IMAGE, 200, media_type="text/html")
     # drawing takes a few milliseconds: keep it off the event loop serving everyone else
     body = await anyio.to_thread.run_sync(sim.image_bytes, prediction, index)
     sim.note_file(request.url.path, body)
-    return Response(body, media_type=content_type(ext))
+    media_type = "text/html" if fault.kind == "wrong_type" else content_type(ext)
+    if fault.kind == "truncate":
+        return TruncatedResponse(body, media_type)
+    if fault.drip_seconds > 0:
+        return DripResponse(body, media_type, fault.drip_seconds)
+    return Response(body, media_type=media_type)
 
 
 async def stats(request: Request) -> Response:

@@ -15,12 +15,16 @@ from starlette.routing import Route
 from runner.simulator._http import (
     Admitted,
     DroppedResponse,
+    ResetResponse,
     admit,
+    authorize,
     base_url,
     bfl_error,
+    inject,
     injected_error,
     read_json,
     sim_of,
+    stall,
     throttled,
 )
 from runner.simulator.images import requested_size
@@ -215,10 +219,17 @@ class BflApi:
         model = request.path_params["model"]
         if model not in config.bfl_models:
             return bfl_error(404, "Not Found")
-        admitted = await self._admit(request, "create")
-        if isinstance(admitted, Response):
-            return admitted
+        key = await authorize(request, style="bfl", auth=self.auth, bucket=None)
+        if isinstance(key, Response):
+            return key
         ok, body = await read_json(request)
+        prompt = body.get("prompt") if ok and isinstance(body, dict) else None
+        fault = await inject(
+            request, style="bfl", route="create", prompt=prompt if isinstance(prompt, str) else None
+        )
+        if isinstance(fault, Response):
+            return fault
+        admitted = Admitted(key, fault)
         if not ok:
             return bfl_error(
                 422,
@@ -263,11 +274,17 @@ class BflApi:
             "input_mp": None if self.aggregator or not has_input_image else 1.0,
             "output_mp": None if self.aggregator else round(size[0] * size[1] / 1e6, 2),
         }
-        if admitted.fault.drop_after_create:
+        fault = admitted.fault
+        if fault.drop_after_create:
             sim.note_dropped()
             return DroppedResponse(answer, 200)
-        if admitted.fault.error_after_create is not None:
-            return injected_error(sim, "bfl", admitted.fault.error_after_create)
+        if fault.kind == "reset_after_create":
+            sim.note_dropped()
+            return ResetResponse()
+        if fault.error_after_create is not None:
+            return injected_error(sim, "bfl", fault.error_after_create, fault.retry_after)
+        if fault.after_seconds > 0 and not await stall(request, fault.after_seconds):
+            return ResetResponse()  # the client gave up; it was created all the same
         return JSONResponse(answer)
 
     async def get_result(self, request: Request) -> Response:
@@ -279,9 +296,9 @@ class BflApi:
         return await self._result(request, via_polling_url=True)
 
     async def _result(self, request: Request, *, via_polling_url: bool) -> Response:
-        admitted = await self._admit(request, "get")
-        if isinstance(admitted, Response):
-            return admitted
+        key = await authorize(request, style="bfl", auth=self.auth, bucket=None)
+        if isinstance(key, Response):
+            return key
         task_id = request.query_params.get("id")
         if task_id is None:
             return bfl_error(
@@ -296,9 +313,17 @@ class BflApi:
                 ],
             )
         sim = sim_of(request)
+        prediction = sim.get(self.namespace, key, task_id)
+        fault = await inject(
+            request,
+            style="bfl",
+            route="get",
+            prompt=None if prediction is None else prediction.prompt,
+        )
+        if isinstance(fault, Response):
+            return fault
         sim.note_poll(via_polling_url=via_polling_url)
-        prediction = sim.get(self.namespace, admitted.key, task_id)
-        if prediction is None:
+        if prediction is None or fault.kind == "not_found":
             # BFL answers an unknown id with HTTP 200, not 404
             return JSONResponse({"id": task_id, "status": "Task not found"})
         return JSONResponse(render_result(sim, prediction, request))

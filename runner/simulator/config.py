@@ -69,23 +69,87 @@ def _integer(name: str, value: Any) -> int:
     return value
 
 
+# Faults that decide the answer to one request; at most one of them hits a request, so on a
+# route their rates add up to at most 1. In this order they share one random draw.
+ANSWER_FAULTS = (
+    "error",  # an HTTP error (`error_status`) before anything was done
+    "rate_limit",  # 429 with `retry_after`, before anything was done
+    "reset",  # the connection is closed without a byte of answer, before anything was done
+    "not_found",  # get: the prediction is unknown (Replicate 404, BFL `Task not found`)
+    "gone",  # download: the file is gone (`gone_status`: 410, 404 or 403)
+    "truncate",  # download: fewer bytes than the Content-Length promised, then the line drops
+    "not_image",  # download: 200 with an HTML page instead of the image
+    "wrong_type",  # download: the image, labelled with a wrong Content-Type
+    "drop_after_create",  # create: created, then the answer is cut off halfway
+    "error_after_create",  # create: created, then answered with `error_status`
+    "reset_after_create",  # create: created, then the connection is closed without an answer
+    "slow_after_create",  # create: created, then the answer stalls for `slow_seconds`
+)
+# What a prediction turns out to be, drawn once at create (create route only), in this order.
+OUTCOME_FAULTS = ("request_moderate", "moderate", "fail", "abort", "cancel", "expire")
+
+# The routes a fault can happen on; a fault not listed here can happen on every route.
+_ONLY_ON: dict[str, tuple[str, ...]] = {
+    "not_found_rate": ("get",),
+    "gone_rate": ("download",),
+    "truncate_rate": ("download",),
+    "not_image_rate": ("download",),
+    "wrong_type_rate": ("download",),
+    "drip_rate": ("download",),
+    **{f"{name}_rate": ("create",) for name in ANSWER_FAULTS if name.endswith("_after_create")},
+    **{f"{name}_rate": ("create",) for name in OUTCOME_FAULTS},
+}
+_GONE_STATUSES = (403, 404, 410)
+
+
 @dataclass
 class FaultSpec:
     """What goes wrong on one route, each as a probability drawn per request or per prediction.
 
-    Only the `create` route uses the `*_after_create_rate` and the generation outcome rates
-    (`fail_rate`, `moderate_rate`, `request_moderate_rate`).
+    Per request, on every route: `error_rate` (answered `error_status`), `rate_limit_rate`
+    (429 saying `retry_after` seconds), `reset_rate` (connection closed without an answer) and
+    `slow_rate` (the answer stalls `slow_seconds` first; a client that gives up meanwhile gets
+    nothing and nothing is done, like a request dropped from a queue). Only on `get`:
+    `not_found_rate`. Only on `download`: `gone_rate` (`gone_status`), `truncate_rate`,
+    `not_image_rate`, `wrong_type_rate`, and `drip_rate` (the bytes trickle over
+    `drip_seconds`). Only on `create`: the `*_after_create_rate` faults, which hit after the
+    prediction was created (and billed), and the generation outcomes drawn per prediction
+    (`request_moderate_rate`, `moderate_rate`, `fail_rate`, `abort_rate` (never starts; not
+    billed), `cancel_rate` (canceled while running), `expire_rate` (its outputs are gone the
+    moment it finishes: Replicate `data_removed`, BFL an already expired sample URL)).
+
+    `match` limits the faults to requests about a prediction whose prompt contains that text
+    (a list request is about none, so a fault with a `match` never hits it); `times` limits the
+    request faults to that many hits per prompt (per route), which makes a fault transient.
     """
 
     error_rate: float = 0.0
     error_status: int = 500
+    rate_limit_rate: float = 0.0
+    retry_after: float = 1.0
+    reset_rate: float = 0.0
     slow_rate: float = 0.0
     slow_seconds: float = 0.0
+    not_found_rate: float = 0.0
+    gone_rate: float = 0.0
+    gone_status: int = 410
+    truncate_rate: float = 0.0
+    not_image_rate: float = 0.0
+    wrong_type_rate: float = 0.0
+    drip_rate: float = 0.0
+    drip_seconds: float = 1.0
     drop_after_create_rate: float = 0.0
     error_after_create_rate: float = 0.0
+    reset_after_create_rate: float = 0.0
+    slow_after_create_rate: float = 0.0
     fail_rate: float = 0.0
     moderate_rate: float = 0.0
     request_moderate_rate: float = 0.0
+    abort_rate: float = 0.0
+    cancel_rate: float = 0.0
+    expire_rate: float = 0.0
+    match: str | None = None
+    times: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "fault") -> FaultSpec:
@@ -103,14 +167,42 @@ class FaultSpec:
                 if not 400 <= status <= 599:
                     raise ValueError(f"{label} must be an HTTP error status, got {value!r}")
                 values[name] = status
-            elif name == "slow_seconds":
+            elif name == "gone_status":
+                if _integer(label, value) not in _GONE_STATUSES:
+                    raise ValueError(f"{label} must be one of {_GONE_STATUSES}, got {value!r}")
+                values[name] = value
+            elif name in ("slow_seconds", "drip_seconds", "retry_after"):
                 values[name] = max(0.0, _number(label, value))
+            elif name == "match":
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise ValueError(f"{label} must be a non-empty string or null, got {value!r}")
+                values[name] = value
+            elif name == "times":
+                if value is not None and _integer(label, value) < 1:
+                    raise ValueError(f"{label} must be at least 1 or null, got {value!r}")
+                values[name] = value
             else:
                 values[name] = _rate(label, value)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def applies_to(self, prompt: str | None) -> bool:
+        """Whether a request about a prediction with this prompt may be hit (see `match`)."""
+        return self.match is None or (prompt is not None and self.match in prompt)
+
+    def validate(self, route: str) -> None:
+        where = f"faults.{route}"
+        FaultSpec.from_dict(self.to_dict(), where=where)  # the same checks as JSON gets
+        for name, routes in _ONLY_ON.items():
+            if getattr(self, name) and route not in routes:
+                raise ValueError(f"{where}.{name} applies to the {' and '.join(routes)} route only")
+        for group in (ANSWER_FAULTS, OUTCOME_FAULTS):
+            total = sum(getattr(self, f"{name}_rate") for name in group)
+            if total > 1.0 + 1e-9:
+                names = ", ".join(f"{name}_rate" for name in group if getattr(self, f"{name}_rate"))
+                raise ValueError(f"{where}: {names} add up to {total:g}, more than 1")
 
 
 @dataclass
@@ -212,6 +304,7 @@ class SimConfig:
                 raise ValueError(f"faults: unknown route {route!r}, use one of {FAULT_ROUTES}")
             if not isinstance(spec, FaultSpec):
                 raise ValueError(f"faults.{route} must be a FaultSpec")
+            spec.validate(route)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:

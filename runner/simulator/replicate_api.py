@@ -18,8 +18,11 @@ from starlette.routing import Route
 from runner.simulator._http import (
     Admitted,
     DroppedResponse,
+    ResetResponse,
     admit,
+    authorize,
     base_url,
+    inject,
     injected_error,
     iso,
     json_type,
@@ -28,6 +31,7 @@ from runner.simulator._http import (
     read_json,
     replicate_invalid,
     sim_of,
+    stall,
 )
 from runner.simulator.images import requested_size
 from runner.simulator.state import Prediction, Refused, Simulator, Snapshot
@@ -196,7 +200,7 @@ def render(
     now = sim.now() if at is None else at
     snap = sim.snapshot(prediction, now)
     base = base_url(request)
-    removed = snap.terminal and sim.data_removed(snap, now)
+    removed = snap.terminal and sim.data_removed(prediction, snap, now)
     if prediction.aggregator:
         # the aggregators copy Replicate's own URLs, which do not accept their keys
         api = f"{UPSTREAM}/predictions/{prediction.id}"
@@ -282,13 +286,46 @@ class ReplicateApi:
         bucket: Literal["create", "read"] = "create" if route == "create" else "read"
         return await admit(request, style="replicate", auth="bearer", route=route, bucket=bucket)
 
-    async def create_for_model(self, request: Request) -> Response:
-        admitted = await self._admit(request, "create")
-        if isinstance(admitted, Response):
-            return admitted
+    async def _admit_create(self, request: Request) -> tuple[Admitted, Any] | Response:
+        """Auth and rate limit, the body, then the faults (which may depend on its prompt)."""
+        key = await authorize(request, style="replicate", auth="bearer", bucket="create")
+        if isinstance(key, Response):
+            return key
         ok, body = await read_json(request)
+        inputs = body.get("input") if ok and isinstance(body, dict) else None
+        prompt = inputs.get("prompt") if isinstance(inputs, dict) else None
+        fault = await inject(
+            request,
+            style="replicate",
+            route="create",
+            prompt=prompt if isinstance(prompt, str) else None,
+        )
+        if isinstance(fault, Response):
+            return fault
         if not ok:
             return problem(400, "Invalid JSON", "The request body is not valid JSON.")
+        return Admitted(key, fault), body
+
+    async def _admit_about(
+        self, request: Request, route: str
+    ) -> tuple[Admitted, Prediction | None] | Response:
+        """Auth, rate limit, the prediction asked about, then the faults for its prompt."""
+        key = await authorize(request, style="replicate", auth="bearer", bucket="read")
+        if isinstance(key, Response):
+            return key
+        sim = sim_of(request)
+        prediction = sim.get(self.namespace, key, request.path_params["prediction_id"])
+        prompt = None if prediction is None else prediction.prompt
+        fault = await inject(request, style="replicate", route=route, prompt=prompt)
+        if isinstance(fault, Response):
+            return fault
+        return Admitted(key, fault), prediction
+
+    async def create_for_model(self, request: Request) -> Response:
+        admission = await self._admit_create(request)
+        if isinstance(admission, Response):
+            return admission
+        admitted, body = admission
         problems = _check_body(
             body,
             allowed=("input", "webhook", "webhook_events_filter", "stream"),
@@ -299,12 +336,10 @@ class ReplicateApi:
         return await self._create(request, admitted, body, problems, route, model, "hidden")
 
     async def create_for_version(self, request: Request) -> Response:
-        admitted = await self._admit(request, "create")
-        if isinstance(admitted, Response):
-            return admitted
-        ok, body = await read_json(request)
-        if not ok:
-            return problem(400, "Invalid JSON", "The request body is not valid JSON.")
+        admission = await self._admit_create(request)
+        if isinstance(admission, Response):
+            return admission
+        admitted, body = admission
         problems = _check_body(
             body,
             allowed=("version", "input", "webhook", "webhook_events_filter", "stream"),
@@ -387,11 +422,17 @@ class ReplicateApi:
                 "https://replicate.com/account/billing#billing to purchase credit. Once you "
                 "purchase credit, please wait a few minutes before trying again.",
             )
-        if admitted.fault.drop_after_create:
+        fault = admitted.fault
+        if fault.drop_after_create:
             sim.note_dropped()
             return DroppedResponse(render(sim, created, request, at=created.created), 201)
-        if admitted.fault.error_after_create is not None:
-            return injected_error(sim, "replicate", admitted.fault.error_after_create)
+        if fault.kind == "reset_after_create":
+            sim.note_dropped()
+            return ResetResponse()
+        if fault.error_after_create is not None:
+            return injected_error(sim, "replicate", fault.error_after_create, fault.retry_after)
+        if fault.after_seconds > 0 and not await stall(request, fault.after_seconds):
+            return ResetResponse()  # the client gave up; it was created all the same
         if wait is None:
             # the answer describes the prediction as it was accepted, as Replicate's does
             answer = render(sim, created, request, at=created.created)
@@ -404,22 +445,22 @@ class ReplicateApi:
         return JSONResponse(answer, status_code=status)
 
     async def get(self, request: Request) -> Response:
-        admitted = await self._admit(request, "get")
-        if isinstance(admitted, Response):
-            return admitted
+        admission = await self._admit_about(request, "get")
+        if isinstance(admission, Response):
+            return admission
+        admitted, prediction = admission
         sim = sim_of(request)
         sim.note_poll()
-        prediction = sim.get(self.namespace, admitted.key, request.path_params["prediction_id"])
-        if prediction is None:
+        if prediction is None or admitted.fault.kind == "not_found":
             return problem(404, "Not found", "The requested prediction does not exist.")
         return JSONResponse(render(sim, prediction, request))
 
     async def cancel(self, request: Request) -> Response:
-        admitted = await self._admit(request, "cancel")
-        if isinstance(admitted, Response):
-            return admitted
+        admission = await self._admit_about(request, "cancel")
+        if isinstance(admission, Response):
+            return admission
+        _, prediction = admission
         sim = sim_of(request)
-        prediction = sim.get(self.namespace, admitted.key, request.path_params["prediction_id"])
         if prediction is None:
             return problem(404, "Not found", "The requested prediction does not exist.")
         sim.cancel(prediction)

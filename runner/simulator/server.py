@@ -24,10 +24,13 @@ _STOP_TIMEOUT = 10.0
 
 
 class _HideDroppedResponses(logging.Filter):
-    """Hides uvicorn's complaint about the answers the simulator cuts short on purpose."""
+    """Hides uvicorn's complaints about the answers the simulator cuts short on purpose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "without completing response" not in record.getMessage()
+        message = record.getMessage()
+        return "without completing response" not in message and (
+            "without starting response" not in message
+        )
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from runner.simulator.config import SimConfig
+from runner.simulator.config import ANSWER_FAULTS, OUTCOME_FAULTS, SimConfig
 from runner.simulator.images import ImageCache, render_image, scaled_size
 
 Style = Literal["replicate", "bfl"]
-Outcome = Literal["succeeded", "failed", "moderated", "request_moderated"]
+Outcome = Literal["succeeded", "failed", "moderated", "request_moderated", "aborted", "canceled"]
 
 # queued/running are the only non-terminal phases; the rest never change once reached
 TERMINAL_PHASES = frozenset(
@@ -40,6 +40,20 @@ TERMINAL_PHASES = frozenset(
 )
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+_OUTCOMES: dict[str, Outcome] = {
+    "request_moderate": "request_moderated",
+    "moderate": "moderated",
+    "fail": "failed",
+    "abort": "aborted",
+    "cancel": "canceled",
+}
+
+
+def _prompt_of(inputs: dict[str, Any]) -> str | None:
+    prompt = inputs.get("prompt")
+    return prompt if isinstance(prompt, str) else None
 
 
 def canonical_json(value: Any) -> str:
@@ -82,6 +96,8 @@ class Prediction:
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
     refunded: bool = False
+    # an injected fault: the outputs are gone the moment it finishes
+    expired_early: bool = False
 
     @property
     def prompt(self) -> str:
@@ -122,12 +138,31 @@ class Refused:
 
 @dataclass(frozen=True)
 class FaultDraw:
-    """The faults that hit one request, drawn together so runs stay reproducible."""
+    """The faults that hit one request, drawn together so runs stay reproducible.
 
+    `kind` is the one fault that decides the answer (see `config.ANSWER_FAULTS`), or None;
+    `slow_seconds` (a stall before anything is done) and `drip_seconds` (a download's bytes
+    trickle) come on top of it.
+    """
+
+    kind: str | None = None
     slow_seconds: float = 0.0
-    error_status: int | None = None
-    drop_after_create: bool = False
-    error_after_create: int | None = None
+    after_seconds: float = 0.0  # `slow_after_create`: the stall after the create was done
+    drip_seconds: float = 0.0
+    status: int = 500  # for `error`, `error_after_create` and `gone`
+    retry_after: float = 1.0  # for `rate_limit`
+
+    @property
+    def error_status(self) -> int | None:
+        return self.status if self.kind == "error" else None
+
+    @property
+    def drop_after_create(self) -> bool:
+        return self.kind == "drop_after_create"
+
+    @property
+    def error_after_create(self) -> int | None:
+        return self.status if self.kind == "error_after_create" else None
 
 
 @dataclass
@@ -147,6 +182,7 @@ class _Counters:
     files: dict[str, str] = field(default_factory=dict)
     dropped_creates: int = 0
     faults_injected: int = 0
+    faults: dict[str, int] = field(default_factory=dict)  # "route:kind" -> how many
     auth_failures: int = 0
 
 
@@ -180,6 +216,7 @@ class Simulator:
         self._spent: dict[str, float] = {}
         self._seq = 0
         self._counters = _Counters()
+        self._fault_hits: dict[tuple[str, str | None], int] = {}
         self.images.clear()
 
     # -- configuration and time ------------------------------------------------------------
@@ -251,24 +288,50 @@ class Simulator:
             self._prune_open(key, self.now())
             return self._config.credits - self._spent.get(key, 0.0)
 
-    def draw_fault(self, route: str) -> FaultDraw:
+    def draw_fault(self, route: str, prompt: str | None = None) -> FaultDraw:
+        """The faults for one request on `route` about a prediction with this prompt (None:
+        a request about no prediction, such as a list)."""
         with self._lock:
             spec = self._config.fault(route)
             rng = self._fault_rng
             # always draw the same count so one route's settings do not shift the others'
-            slow, error, drop, after = rng.random(), rng.random(), rng.random(), rng.random()
+            slow, answer, drip = rng.random(), rng.random(), rng.random()
+            if not spec.applies_to(prompt):
+                return FaultDraw()
+            hits_key = (route, prompt)
+            if spec.times is not None and self._fault_hits.get(hits_key, 0) >= spec.times:
+                return FaultDraw()
+            kind = None
+            threshold = 0.0
+            for name in ANSWER_FAULTS:
+                threshold += getattr(spec, f"{name}_rate")
+                if answer < threshold:
+                    kind = name
+                    break
             draw = FaultDraw(
+                kind=kind,
                 slow_seconds=spec.slow_seconds if slow < spec.slow_rate else 0.0,
-                error_status=spec.error_status if error < spec.error_rate else None,
-                drop_after_create=route == "create" and drop < spec.drop_after_create_rate,
-                error_after_create=(
-                    spec.error_status
-                    if route == "create" and after < spec.error_after_create_rate
-                    else None
-                ),
+                after_seconds=spec.slow_seconds if kind == "slow_after_create" else 0.0,
+                drip_seconds=spec.drip_seconds if drip < spec.drip_rate else 0.0,
+                status=spec.gone_status if kind == "gone" else spec.error_status,
+                retry_after=spec.retry_after,
             )
-            if draw.error_status is not None:
-                self._counters.faults_injected += 1
+            kinds = [
+                name
+                for name, hit in (
+                    (kind, kind is not None),
+                    ("slow", draw.slow_seconds > 0),
+                    ("drip", draw.drip_seconds > 0),
+                )
+                if hit and name is not None
+            ]
+            if kinds:
+                self._fault_hits[hits_key] = self._fault_hits.get(hits_key, 0) + 1
+                counters = self._counters
+                for name in kinds:
+                    counters.faults_injected += 1
+                    label = f"{route}:{name}"
+                    counters.faults[label] = counters.faults.get(label, 0) + 1
             return draw
 
     # -- predictions ----------------------------------------------------------------------
@@ -322,16 +385,27 @@ class Simulator:
             drawn_seed = rng.randrange(2**31)
 
             outcome: Outcome = "succeeded"
-            threshold = fault.request_moderate_rate
-            if outcome_draw < threshold:
-                outcome = "request_moderated"
-            elif outcome_draw < (threshold := threshold + fault.moderate_rate):
-                outcome = "moderated"
-            elif outcome_draw < threshold + fault.fail_rate:
-                outcome = "failed"
+            expired_early = False
+            drawn = None
+            if fault.applies_to(_prompt_of(inputs)):
+                threshold = 0.0
+                for name in OUTCOME_FAULTS:
+                    threshold += getattr(fault, f"{name}_rate")
+                    if outcome_draw < threshold:
+                        drawn = name
+                        break
+            if drawn == "expire":
+                expired_early = True
+            elif drawn is not None:
+                outcome = _OUTCOMES[drawn]
+            if drawn is not None:
+                label = f"create:{drawn}"
+                self._counters.faults[label] = self._counters.faults.get(label, 0) + 1
+                self._counters.faults_injected += 1
             start = now + config.queue_delay
-            # an input refused by moderation never runs
-            end = start if outcome == "request_moderated" else start + duration
+            # an input refused by moderation never runs, nor does an aborted prediction
+            never_runs = outcome in ("request_moderated", "aborted")
+            end = start if never_runs else start + duration
             seed = inputs.get("seed")
             if not isinstance(seed, int) or isinstance(seed, bool):
                 seed = drawn_seed
@@ -362,6 +436,7 @@ class Simulator:
                 deadline=None if cancel_after is None else now + cancel_after,
                 webhook=webhook,
                 webhook_events_filter=webhook_events_filter,
+                expired_early=expired_early,
             )
             self._predictions[prediction.id] = prediction
             self._by_owner.setdefault((namespace, key), []).append(prediction)
@@ -427,7 +502,8 @@ class Simulator:
                 return Snapshot("aborted" if by_deadline else "canceled", None, stop_at, None)
             return Snapshot("canceled", p.start, stop_at, None)
         if now >= p.end:
-            return Snapshot(p.outcome, p.start, p.end, None)
+            # an aborted prediction never started
+            return Snapshot(p.outcome, None if p.outcome == "aborted" else p.start, p.end, None)
         # strictly after: a prediction is still `starting` in the very answer that creates it
         if now > p.start:
             done = (now - p.start) / p.duration if p.duration > 0 else 1.0
@@ -445,11 +521,11 @@ class Simulator:
             self._counters.cancels += 1
             return snap
 
-    def data_removed(self, snap: Snapshot, now: float) -> bool:
+    def data_removed(self, prediction: Prediction, snap: Snapshot, now: float) -> bool:
         """Replicate deletes an API prediction's outputs a while after it finished."""
-        return (
-            snap.completed is not None and now >= snap.completed + self._config.replicate_output_ttl
-        )
+        if snap.completed is None:
+            return False
+        return prediction.expired_early or now >= snap.completed + self._config.replicate_output_ttl
 
     def forgotten(self, snap: Snapshot, now: float) -> bool:
         """BFL stops knowing a finished task a while after it finished."""
@@ -458,6 +534,9 @@ class Simulator:
     def file_expiry(self, prediction: Prediction, snap: Snapshot) -> int:
         """Epoch second after which the output files stop being served."""
         assert snap.completed is not None
+        if prediction.expired_early:
+            # signed to expire a second before it finished: no download can succeed
+            return math.floor(self.wall(snap.completed)) - 1
         ttl = (
             self._config.replicate_output_ttl
             if prediction.style == "replicate"
@@ -582,6 +661,7 @@ class Simulator:
                         "duration": prediction.duration,
                         "queue_delay": prediction.start - prediction.created,
                         "outcome": prediction.outcome,
+                        "expired_early": prediction.expired_early,
                         "phase": snap.phase,
                         "ended_at": None if snap.completed is None else self.wall(snap.completed),
                         # Cancel-After, as an absolute time (None when the create had none)
@@ -607,6 +687,7 @@ class Simulator:
                 "files": dict(counters.files),
                 "dropped_creates": counters.dropped_creates,
                 "faults_injected": counters.faults_injected,
+                "faults": dict(counters.faults),
                 "auth_failures": counters.auth_failures,
                 "credits_spent": {key: round(v, 6) for key, v in self._spent.items()},
                 "generations": generations,

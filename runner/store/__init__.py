@@ -1,5 +1,5 @@
 """Persistence: the job table and everything that reads or writes it."""
 
-from runner.store.store import DatabaseError, EnqueueResult, Store, open_store
+from runner.store.store import DatabaseError, EnqueueResult, Store, open_store, resolve_db
 
-__all__ = ["DatabaseError", "EnqueueResult", "Store", "open_store"]
+__all__ = ["DatabaseError", "EnqueueResult", "Store", "open_store", "resolve_db"]

@@ -10,13 +10,15 @@ current.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
+
+from runner.store.schema import SCHEMA_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATION_LOCK = 0x72756E6E  # the PostgreSQL advisory lock key of `runner db upgrade`
 
@@ -30,23 +32,33 @@ def migrations_dir() -> Path:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     return config
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision; None for a database without runner's tables yet."""
     with engine.connect().execution_options(readonly=True) as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    if revision == "head" and current_revision(engine) == head_revision():
+    # The common case, a current database, costs one query and never imports alembic.
+    if revision == "head" and current_revision(engine) == SCHEMA_REVISION:
         return
+    from alembic import command
+
     config = alembic_config()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":

@@ -10,11 +10,21 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
 from runner.states import IN_FLIGHT, State
 from runner.store.schema import campaigns, jobs, workers
+
+
+def _dialect_insert(dialect: str) -> Any:
+    """The dialect's INSERT (with ON CONFLICT), imported only when a write needs it."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def insert_jobs_ignoring_existing(dialect: str) -> Executable:
@@ -23,7 +33,7 @@ def insert_jobs_ignoring_existing(dialect: str) -> Executable:
     Executed with a list of rows: SQLAlchemy batches them ("insertmanyvalues") without
     compiling a statement per batch.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = _dialect_insert(dialect)
     return insert(jobs).on_conflict_do_nothing(index_elements=["campaign", "key"])
 
 
@@ -33,9 +43,7 @@ def existing_keys(campaign: str, keys: Sequence[str]) -> Executable:
 
 def upsert_campaign(dialect: str, name: str, settings: dict[str, Any], now: float) -> Executable:
     values = {"name": name, "settings": settings, "created_at": now, "updated_at": now}
-    stmt: Any = (
-        postgresql.insert(campaigns) if dialect == "postgresql" else sqlite.insert(campaigns)
-    ).values(**values)
+    stmt: Any = _dialect_insert(dialect)(campaigns).values(**values)
     return stmt.on_conflict_do_update(
         index_elements=["name"], set_={"settings": settings, "updated_at": now}
     )
@@ -252,9 +260,7 @@ def recent_durations(provider: str, model: str, limit: int) -> Executable:
 
 
 def upsert_worker(dialect: str, row: dict[str, Any]) -> Executable:
-    stmt: Any = (
-        postgresql.insert(workers) if dialect == "postgresql" else sqlite.insert(workers)
-    ).values(**row)
+    stmt: Any = _dialect_insert(dialect)(workers).values(**row)
     return stmt.on_conflict_do_update(
         index_elements=["id"],
         set_={"campaigns": row["campaigns"], "last_seen_at": row["last_seen_at"]},

@@ -54,6 +54,20 @@ class EnqueueResult:
     existing: int
 
 
+DB_ENV = "RUNNER_DB"
+
+
+def resolve_db(db: str | None, jobfile: str | os.PathLike[str] | None = None) -> str:
+    """--db, else $RUNNER_DB, else runner.db beside the job file, else ./runner.db."""
+    if db:
+        return db
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    if jobfile is not None:
+        return str(Path(jobfile).resolve().parent / "runner.db")
+    return "runner.db"
+
+
 def database_url(db: str) -> str:
     """Accept a SQLAlchemy URL or a plain file path."""
     if "://" in db:

@@ -193,8 +193,9 @@ def test_server_errors_on_every_query_route_are_retried(
     sim.sim.update_config(
         {
             "faults": {
-                "get": {"error_rate": 0.3, "error_status": 500},
-                "download": {"error_rate": 0.5, "error_status": 503},
+                # `times` caps the failures per prompt: every job gets through in the end
+                "get": {"error_rate": 0.3, "error_status": 500, "times": 3},
+                "download": {"error_rate": 0.5, "error_status": 503, "times": 3},
             }
         }
     )

@@ -676,6 +676,214 @@ def test_replicate_rate_limit_answers_429_with_retry_after() -> None:
         assert stats(client)["rate_limited"] == 2
 
 
+def test_connection_reset_before_and_after_the_create() -> None:
+    url = "/v1/models/black-forest-labs/flux-schnell/predictions"
+    with running_in_thread(config=fast()) as handle, httpx.Client(base_url=handle.url) as client:
+        for spec, prompt in (
+            ({"reset_rate": 1.0}, "before"),
+            ({"reset_after_create_rate": 1.0}, "after"),
+        ):
+            handle.sim.update_config({"faults": {"create": spec}})
+            # no status line at all: the client cannot know whether anything was done
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                client.post(url, json={"input": {"prompt": prompt}}, headers=BEARER)
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                client.post("/v1/flux-dev", json={"prompt": prompt}, headers=XKEY)
+            handle.sim.update_config({"faults": {"create": None}})
+        counters = stats(client)
+    assert counters["creates_by_input"] == {'{"prompt":"after"}': 2}
+    assert counters["faults"] == {"create:reset": 2, "create:reset_after_create": 2}
+    assert counters["dropped_creates"] == 2
+    assert counters["status_codes"] == {}
+
+
+def test_a_stall_past_the_clients_timeout_acts_only_if_it_was_after_the_create() -> None:
+    url = "/v1/models/black-forest-labs/flux-schnell/predictions"
+    faults = {"create": {"slow_rate": 1.0, "slow_seconds": 1.0}}
+    with (
+        running_in_thread(config=fast(faults=faults)) as handle,
+        httpx.Client(base_url=handle.url, timeout=0.3) as client,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(url, json={"input": {"prompt": "dropped from the queue"}}, headers=BEARER)
+        handle.sim.update_config(
+            {"faults": {"create": {"slow_rate": 0.0, "slow_after_create_rate": 1.0}}}
+        )
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(url, json={"input": {"prompt": "created, answer stalled"}}, headers=BEARER)
+        time.sleep(1.2)  # past the stall: the first one must still not have been created
+        counters = stats(client)
+    assert counters["creates_by_input"] == {'{"prompt":"created, answer stalled"}': 1}
+    # a slow answer to a patient client is still given in full
+    slow = {"get": {"slow_rate": 1.0, "slow_seconds": 0.2}}
+    with (
+        running_in_thread(config=fast(faults=slow)) as handle,
+        httpx.Client(base_url=handle.url) as client,
+    ):
+        created = client.post(url, json={"input": {}}, headers=BEARER).json()
+        assert client.get(created["urls"]["get"], headers=BEARER).status_code == 200
+
+
+def test_injected_rate_limits_say_when_to_come_back() -> None:
+    faults = {
+        "create": {"rate_limit_rate": 1.0, "retry_after": 0.25},
+        "download": {"rate_limit_rate": 1.0, "retry_after": 2},
+    }
+    with (
+        running_in_thread(config=fast(faults=faults)) as handle,
+        httpx.Client(base_url=handle.url) as client,
+    ):
+        throttled = client.post(
+            "/v1/models/black-forest-labs/flux-schnell/predictions",
+            json={"input": {}},
+            headers=BEARER,
+        )
+        assert throttled.status_code == 429 and throttled.json()["retry_after"] == 0.25
+        refused = client.post("/v1/flux-dev", json={"prompt": "x"}, headers=XKEY)
+        assert refused.status_code == 429 and refused.json()["detail"]
+        handle.sim.update_config({"faults": {"create": None}})
+        task = client.post("/v1/flux-dev", json={"prompt": "x"}, headers=XKEY).json()
+        sample = poll_bfl(client, task["polling_url"], XKEY)["result"]["sample"]
+        file_answer = client.get(sample)
+        assert file_answer.status_code == 429 and file_answer.headers["retry-after"] == "2"
+
+
+def _ready_file(client: httpx.Client) -> str:
+    task = client.post("/v1/flux-dev", json={"prompt": "file"}, headers=XKEY).json()
+    return str(poll_bfl(client, task["polling_url"], XKEY)["result"]["sample"])
+
+
+def test_download_faults() -> None:
+    with running_in_thread(config=fast()) as handle, httpx.Client(base_url=handle.url) as client:
+        sample = _ready_file(client)
+        whole = client.get(sample)
+        assert whole.headers["content-type"] == "image/jpeg"
+
+        def with_fault(**spec: Any) -> httpx.Response:
+            handle.sim.update_config({"faults": {"download": spec}})
+            try:
+                return client.get(sample)
+            finally:
+                handle.sim.update_config({"faults": {"download": None}})
+
+        with pytest.raises(httpx.RemoteProtocolError):  # fewer bytes than Content-Length
+            with_fault(truncate_rate=1.0)
+        with pytest.raises(httpx.RemoteProtocolError):
+            with_fault(reset_rate=1.0)
+        page = with_fault(not_image_rate=1.0)
+        assert page.status_code == 200 and page.text.startswith("<!DOCTYPE html>")
+        mislabelled = with_fault(wrong_type_rate=1.0)
+        assert mislabelled.headers["content-type"].startswith("text/html")
+        assert mislabelled.content == whole.content
+        started = time.monotonic()
+        dripped = with_fault(drip_rate=1.0, drip_seconds=0.4)
+        assert dripped.content == whole.content and time.monotonic() - started >= 0.35
+        for status in (403, 404, 410):
+            assert with_fault(gone_rate=1.0, gone_status=status).status_code == status
+        assert with_fault(error_rate=1.0, error_status=503).status_code == 503
+        counters = stats(client)
+    assert counters["faults"] == {
+        "download:truncate": 1,
+        "download:reset": 1,
+        "download:not_image": 1,
+        "download:wrong_type": 1,
+        "download:drip": 1,
+        "download:gone": 3,
+        "download:error": 1,
+    }
+    assert counters["faults_injected"] == 9
+    # the record of what the URL serves is the image, never the error page
+    assert set(counters["files"].values()) == {hashlib.sha256(whole.content).hexdigest()}
+
+
+def test_not_found_on_get_in_each_providers_shape() -> None:
+    faults = {"get": {"not_found_rate": 1.0}}
+    with (
+        running_in_thread(config=fast(faults=faults)) as handle,
+        httpx.Client(base_url=handle.url) as client,
+    ):
+        created = client.post(
+            "/v1/models/black-forest-labs/flux-schnell/predictions",
+            json={"input": {}},
+            headers=BEARER,
+        ).json()
+        assert client.get(created["urls"]["get"], headers=BEARER).status_code == 404
+        task = client.post("/v1/flux-dev", json={"prompt": "x"}, headers=XKEY).json()
+        lost = client.get(task["polling_url"], headers=XKEY)
+        assert lost.status_code == 200 and lost.json()["status"] == "Task not found"
+
+
+def test_aborted_canceled_and_expired_outcomes() -> None:
+    url = "/v1/models/black-forest-labs/flux-schnell/predictions"
+    with running_in_thread(config=fast()) as handle, httpx.Client(base_url=handle.url) as client:
+        seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for name in ("abort", "cancel", "expire"):
+            handle.sim.set_config(fast(faults={"create": {f"{name}_rate": 1.0}}))
+            prediction = client.post(url, json={"input": {"prompt": name}}, headers=BEARER).json()
+            task = client.post("/v1/flux-pro-1.1", json={"prompt": name}, headers=XKEY).json()
+            seen[name] = (
+                poll_replicate(client, prediction["urls"]["get"], BEARER),
+                poll_bfl(client, task["polling_url"], XKEY),
+            )
+        # BFL still says Ready, but the sample URL has already expired
+        expired_sample = client.get(seen["expire"][1]["result"]["sample"])
+        counters = stats(client)
+    assert expired_sample.status_code == 403
+    aborted, bfl_aborted = seen["abort"]
+    assert aborted["status"] == "aborted" and "started_at" not in aborted
+    assert bfl_aborted["status"] == "Error"
+    canceled, _ = seen["cancel"]
+    assert canceled["status"] == "canceled" and canceled["started_at"]
+    removed, bfl_expired = seen["expire"]
+    assert removed["status"] == "succeeded" and removed["data_removed"] is True
+    assert removed["output"] is None
+    assert bfl_expired["status"] == "Ready"
+    assert counters["credits_spent"]  # aborted ones are refunded, the others are billed
+    by_outcome = {(g["style"], g["outcome"], g["expired_early"]) for g in counters["generations"]}
+    assert ("replicate", "aborted", False) in by_outcome
+    assert ("bfl", "succeeded", True) in by_outcome
+
+
+def test_match_and_times_make_faults_deterministic() -> None:
+    url = "/v1/models/black-forest-labs/flux-schnell/predictions"
+    faults = {"create": {"error_rate": 1.0, "error_status": 503, "match": "#f", "times": 2}}
+    with (
+        running_in_thread(config=fast(faults=faults)) as handle,
+        httpx.Client(base_url=handle.url) as client,
+    ):
+
+        def create(prompt: str) -> int:
+            return client.post(url, json={"input": {"prompt": prompt}}, headers=BEARER).status_code
+
+        assert [create("calm") for _ in range(3)] == [201, 201, 201]
+        assert [create("stormy #f") for _ in range(4)] == [503, 503, 201, 201]
+        assert [create("other #f") for _ in range(3)] == [503, 503, 201]
+        assert stats(client)["faults"] == {"create:error": 4}
+
+
+def test_fault_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="download route only"):
+        SimConfig.from_dict({"faults": {"get": {"truncate_rate": 0.1}}})
+    with pytest.raises(ValueError, match="create route only"):
+        SimConfig.from_dict({"faults": {"download": {"abort_rate": 0.1}}})
+    with pytest.raises(ValueError, match="add up to"):
+        SimConfig.from_dict({"faults": {"get": {"error_rate": 0.6, "reset_rate": 0.6}}})
+    with pytest.raises(ValueError, match="gone_status"):
+        SimConfig.from_dict({"faults": {"download": {"gone_status": 500}}})
+    with pytest.raises(ValueError, match="times"):
+        SimConfig.from_dict({"faults": {"get": {"times": 0}}})
+    with pytest.raises(ValueError, match="match"):
+        SimConfig.from_dict({"faults": {"get": {"match": ""}}})
+    every = {
+        "create": {"reset_after_create_rate": 0.5, "slow_after_create_rate": 0.5, "expire_rate": 1},
+        "download": {"drip_rate": 1.0, "drip_seconds": 2, "gone_rate": 0.5, "gone_status": 404},
+        "list": {"rate_limit_rate": 0.5, "retry_after": 0.5, "times": 3},
+        "get": {"not_found_rate": 0.1, "match": "#f"},
+    }
+    config = SimConfig.from_dict({"faults": every})
+    assert SimConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
 # -- counters, control routes, config ------------------------------------------------------
 
 

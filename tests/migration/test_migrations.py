@@ -10,12 +10,12 @@ from alembic.runtime.migration import MigrationContext
 
 from runner.store import open_store
 from runner.store.migrate import current_revision, head_revision
-from runner.store.schema import metadata
+from runner.store.schema import SCHEMA_REVISION, metadata
 
 
 def test_empty_to_head_and_no_autogenerate_diff(db_url: str) -> None:
     store = open_store(db_url)
-    assert current_revision(store.engine) == head_revision()
+    assert current_revision(store.engine) == head_revision() == SCHEMA_REVISION
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
