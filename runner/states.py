@@ -474,10 +474,19 @@ def on_download_error(
     *,
     url_gone: bool,
     can_refresh: bool = False,
+    local: bool = False,
 ) -> Change:
     """A download failed. A gone URL never comes back: re-read the prediction for fresh URLs
     where the API gives them (Replicate), else the result is expired (resubmitting costs money,
-    so only the user decides that)."""
+    so only the user decides that). A local failure (a full disk) is no fault of the result:
+    it is tried again, strike-free, until space returns or the URL expires."""
+    if local:
+        return Change(
+            job.id,
+            job.state,
+            State.DOWNLOADING,
+            {"next_attempt_at": now + LOCAL_RETRY_SECONDS * policy.scale, "error": error},
+        )
     if url_gone and can_refresh and job.url_refreshes < MAX_URL_REFRESHES:
         return Change(
             job.id,
@@ -508,6 +517,7 @@ def on_download_error(
 
 
 MAX_URL_REFRESHES = 2
+LOCAL_RETRY_SECONDS = 30.0  # between downloads that failed for this machine's own reason
 
 
 def can_reuse(job: Job) -> bool:

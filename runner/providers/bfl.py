@@ -37,10 +37,14 @@ def _domain(host: str) -> str:
 
 def same_api_domain(url: str, base_url: str) -> bool:
     """Whether `url` may receive the key: http(s) on the base URL's host or its domain."""
-    target, base = urlsplit(url), urlsplit(base_url)
-    if target.scheme not in ("http", "https") or not target.hostname or not base.hostname:
+    try:
+        target, base = urlsplit(url), urlsplit(base_url)
+        hostname, _ = target.hostname, target.port  # .port raises on a malformed port
+    except ValueError:
+        return False  # malformed: never trusted with the key (get_result is used instead)
+    if target.scheme not in ("http", "https") or not hostname or not base.hostname:
         return False
-    host = target.hostname.lower()
+    host = hostname.lower()
     domain = _domain(base.hostname)
     return host == base.hostname.lower() or host == domain or host.endswith("." + domain)
 
@@ -101,7 +105,10 @@ class BflProvider:
     def status_url(self, handle: Handle) -> httpx.URL:
         url = handle.polling_url
         if self.config.poll == "polling_url" and url and same_api_domain(url, self.base):
-            return httpx.URL(url)  # verbatim, query string included
+            try:
+                return httpx.URL(url)  # verbatim, query string included
+            except httpx.InvalidURL:
+                pass  # malformed: ask get_result instead
         return httpx.URL(f"{self.base}/v1/get_result", params={"id": handle.remote_id})
 
     async def poll(self, handle: Handle) -> RemoteStatus:

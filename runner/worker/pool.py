@@ -579,6 +579,7 @@ class Worker:
                 self.rng,
                 url_gone=error.gone,
                 can_refresh=self.campaigns[job.campaign].provider.refreshes_outputs,
+                local=error.local,
             )
             log.info("download %s: %s -> %s", job.key, error, change.to)
         except BaseException:

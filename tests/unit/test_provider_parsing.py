@@ -120,6 +120,9 @@ def test_bfl_polling_url_is_used_verbatim_with_its_query() -> None:
     assert str(url) == "http://127.0.0.1:9/eu2/v1/get_result?id=abc"
     upstream = Handle("abc", "https://api.eu2.bfl.ai/v1/get_result?id=abc")
     assert str(provider.status_url(upstream)) == "http://127.0.0.1:9/v1/get_result?id=abc"
+    for malformed in ("http://127.0.0.1:99999999/v1/get_result?id=abc", "http://[::1/x", "::"):
+        fallback = provider.status_url(Handle("abc", malformed))
+        assert str(fallback) == "http://127.0.0.1:9/v1/get_result?id=abc", malformed
     agg = ProviderConfig("d", "bfl", "http://127.0.0.1:9/flux", "bearer", "K", poll="get_result")
     aggregator = BflProvider(agg, httpx.AsyncClient())
     assert str(aggregator.status_url(upstream)) == "http://127.0.0.1:9/flux/v1/get_result?id=abc"

@@ -201,6 +201,17 @@ def test_download_errors_retry_then_fail_and_gone_urls_expire() -> None:
     assert gone.to is State.EXPIRED
 
 
+def test_a_full_disk_is_retried_without_strikes() -> None:
+    """The result is paid for and its URL still works: a full disk must not use it up."""
+    tired = job(State.DOWNLOADING, strikes=POLICY.max_download_attempts - 1)
+    change = states.on_download_error(
+        tired, "the disk is full", NOW, POLICY, rng(), url_gone=False, local=True
+    )
+    assert change.to is State.DOWNLOADING
+    assert "strikes" not in change.values
+    assert change.values["next_attempt_at"] > NOW
+
+
 def test_downloaded_is_done_with_files() -> None:
     files = [{"path": "/o/1.png", "sha256": "ab", "bytes": 3, "url": "u"}]
     change = states.on_downloaded(job(State.DOWNLOADING), files, NOW)
