@@ -18,11 +18,11 @@ from functools import partial
 import anyio
 import httpx
 
+from runner import progress
 from runner.campaign import Campaign, CampaignSettings, ProviderConfig
 from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
 from runner.limits import Share, TokenBucket
-from runner.overview import format_counts
 from runner.presets import simulated
 from runner.providers.base import Handle, ProviderError
 from runner.providers.factory import make_provider
@@ -151,14 +151,6 @@ async def _stop_after(worker: Worker, seconds: float, scope: anyio.CancelScope) 
     scope.cancel()
 
 
-async def _progress(store: Store, names: list[str], every: float) -> None:
-    while True:
-        await anyio.sleep(every)
-        for name in names:
-            counts = await anyio.to_thread.run_sync(store.counts, name)
-            log.info("%s: %s", name, format_counts(counts.get(name, {})))
-
-
 async def work(
     store: Store,
     names: list[str],
@@ -168,7 +160,8 @@ async def work(
     sim_url: str | None = None,
     options: PoolOptions | None = None,
     handle_signals: bool = True,
-    progress_every: float = 10.0,
+    progress_every: float = 60.0,
+    live: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     max_runtime: float | None = None,
 ) -> RunReport:
@@ -176,7 +169,8 @@ async def work(
     `max_runtime` seconds have passed: then jobs in hand finish and the rest waits).
 
     `simulate` starts the built-in simulator in this process; `sim_url` uses one already
-    running (`runner simulate`) instead. Either way every provider is pointed at it.
+    running (`runner simulate`) instead. Either way every provider is pointed at it. `live`
+    draws a progress table on the terminal; otherwise a log line every `progress_every` s.
     """
     async with _simulator(simulate, sim_config, sim_url) as url:
         runtimes = _runtimes(store, names, url, transport)
@@ -186,8 +180,10 @@ async def work(
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(_watch_signals, worker, tg.cancel_scope)
-                if progress_every > 0:
-                    tg.start_soon(_progress, store, names, progress_every)
+                if live:
+                    tg.start_soon(progress.live, store, names)
+                elif progress_every > 0:
+                    tg.start_soon(progress.log_lines, store, names, progress_every)
                 if max_runtime is not None:
                     tg.start_soon(_stop_after, worker, max_runtime, tg.cancel_scope)
                 await worker.run()

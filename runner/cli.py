@@ -132,6 +132,11 @@ def _summary(store: Any, name: str) -> None:
         )
 
 
+def _live() -> bool:
+    """A live progress table: on a terminal, unless --quiet."""
+    return sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO
+
+
 def _this_process(report: RunReport) -> None:
     click.echo(
         f"this process: {report.submitted} submitted, {report.polled} polls, "
@@ -166,7 +171,12 @@ def run(
     click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
     report = anyio.run(
         lambda: app.work(
-            store, [name], simulate=simulate, sim_url=simulator_url, max_runtime=max_runtime
+            store,
+            [name],
+            simulate=simulate,
+            sim_url=simulator_url,
+            max_runtime=max_runtime,
+            live=_live(),
         )
     )
     _summary(store, name)
@@ -222,6 +232,8 @@ def work(
 
     app.check_keys([store.settings(n) for n in current()], simulate)
 
+    live = _live()
+
     async def loop() -> RunReport:
         end = None if max_runtime is None else time.monotonic() + max_runtime
         while True:
@@ -229,7 +241,7 @@ def work(
             app.check_keys([store.settings(n) for n in names], simulate)
             left = None if end is None else max(0.0, end - time.monotonic())
             report = await app.work(
-                store, names, simulate=simulate, sim_url=simulator_url, max_runtime=left
+                store, names, simulate=simulate, sim_url=simulator_url, max_runtime=left, live=live
             )
             if until_empty or report.stopped_early or report.halted:
                 return report

@@ -145,7 +145,9 @@ def make_marker(
             f"the image file {name} does not exist.", "Check the path and run again."
         ) from None
     except (OSError, ValueError) as exc:
-        raise ImageInputError(f"the image file {name} cannot be read: {exc}.") from None
+        raise ImageInputError(
+            f"the image file {name} cannot be read: {exc}.", "Check the path and the file."
+        ) from None
     if not stat.S_ISREG(info.st_mode):
         # Checked before opening: opening a named pipe would wait for a writer forever.
         what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
@@ -159,7 +161,9 @@ def make_marker(
             f"the image file {name} cannot be read (permission denied).", "Make it readable."
         ) from None
     except OSError as exc:
-        raise ImageInputError(f"the image file {name} cannot be read: {exc}.") from None
+        raise ImageInputError(
+            f"the image file {name} cannot be read: {exc}.", "Check the path and the file."
+        ) from None
     if style is not None and len(data) > MAX_BYTES[style]:
         raise _too_big(name, len(data), style)
     mime = sniff(data[:12])
@@ -255,7 +259,9 @@ def _inside(value: str, base_dir: Path, what: str, at: Path_) -> Path:
         root = base_dir.resolve()
         target = (base_dir / value).resolve()
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ImageInputError(f"the path {value!r} cannot be used: {exc}.", "", at) from None
+        raise ImageInputError(
+            f"the path {value!r} cannot be used: {exc}.", "Check the path and run again.", at
+        ) from None
     if not target.is_relative_to(root):
         raise ImageInputError(
             f"the {what} path {value!r} escapes the folder of the job file ({root}).",
@@ -286,7 +292,9 @@ def folder_images(
     except NotADirectoryError:
         raise ImageInputError(f"{folder!r} is a file, not a folder.", "Give a folder.") from None
     except OSError as exc:
-        raise ImageInputError(f"the folder {folder!r} cannot be read: {exc}.") from None
+        raise ImageInputError(
+            f"the folder {folder!r} cannot be read: {exc}.", "Check the path and its permissions."
+        ) from None
     names = [name for name in names if not name.startswith(".")]
     if pattern is not None:
         names = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern.lower())]
@@ -300,7 +308,13 @@ def folder_images(
     for name in names:
         path = target / name
         rel = path.relative_to(root).as_posix()
-        if not path.resolve().is_relative_to(root):
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise ImageInputError(
+                f"{rel!r} cannot be used: {exc}.", "Fix the link, or remove it from the folder."
+            ) from None
+        if not resolved.is_relative_to(root):
             raise ImageInputError(
                 f"{rel!r} links to a file outside the folder of the job file.",
                 "Copy the file into the folder instead of linking to it.",

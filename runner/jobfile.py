@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +58,7 @@ from runner.prompts import (
     NAME_RE,
     PROMPTS_FILE_EXPECTED,
     PROMPTS_FILE_TYPES,
+    SURROGATE,
     VARIANTS_EXPECTED,
     VARS_EXPECTED,
     Entry,
@@ -76,9 +78,22 @@ from runner.prompts import (
     template_size,
 )
 
-__all__ = ["MAX_JOBS", "PROMPTS_FILE_TYPES", "job_key", "load_jobfile"]
+__all__ = [
+    "MAX_ALIAS_VALUES",
+    "MAX_JOBFILE_BYTES",
+    "MAX_JOBS",
+    "PROMPTS_FILE_TYPES",
+    "job_key",
+    "load_jobfile",
+]
 
 MAX_JOBS = 100_000  # per job file, after every expansion; beyond is a runaway product of vars
+# PyYAML reads about a quarter of a megabyte a second: a bigger file would keep the command
+# quiet for longer than anyone waits, and long lists of prompts belong in a prompts file.
+MAX_JOBFILE_BYTES = 4 * 1024 * 1024
+# Values that YAML aliases (`*name`) may add by repeating their anchors; beyond that the file is
+# an alias bomb ("billion laughs"), which would take hours to check and expand.
+MAX_ALIAS_VALUES = 1_000_000
 _BFL_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REPLICATE_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _VERSION = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*:)?[0-9a-f]{64}")
@@ -104,6 +119,7 @@ _EXPECTED: dict[str, str] = {
     "images.field": "an image input field such as input_image",
     "images.pattern": "a file name pattern such as '*.jpg'",
     "reuse": "true or false",
+    "priority": "a whole number from 1 to 100 (the default is 10), such as 20",
     "output": "a mapping with `dir` (the folder for images) and `name` (the file name template)",
     "output.dir": "a folder path, relative to the job file, such as out/lanterns",
     "output.name": f"a file name template such as {DEFAULT_TEMPLATE}",
@@ -197,7 +213,7 @@ class _Doc:
             child: yaml.Node | None = None
             if isinstance(node, yaml.MappingNode):
                 for key_node, value_node in node.value:
-                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
+                    if _is_key(key_node, part):
                         # The key's line: for a block value that is the line naming the field.
                         line = key_node.start_mark.line + 1
                         child = value_node
@@ -216,6 +232,21 @@ class _Doc:
 
     def place(self, path: Path_) -> Place:
         return Place(self.shown, self.line(path), dotted(path))
+
+
+def _is_key(node: yaml.Node, part: Any) -> bool:
+    """Whether the mapping key `node` is `part`, a step of a path into the loaded data."""
+    if not isinstance(node, yaml.ScalarNode):
+        return False
+    if node.value == str(part):
+        return True
+    if isinstance(part, str) or node.style is not None:
+        return False
+    # A key that is not text (`~`, `true`, `1.5`) is only found by its value as YAML reads it.
+    try:
+        return bool(yaml.safe_load(node.value) == part)
+    except yaml.YAMLError:
+        return False
 
 
 def load_jobfile(path: str | os.PathLike[str]) -> Campaign:
@@ -256,6 +287,12 @@ def load_jobfile(path: str | os.PathLike[str]) -> Campaign:
             locate = functools.partial(_below, entry.place)
             entry.overrides = _local_images(entry.overrides, base_dir, style, locate)
             entries.append(entry)
+    if not entries and spec.prompts_file is not None and not spec.prompts:
+        raise doc.place(("prompts_file",)).error(
+            f"the prompts file {spec.prompts_file!r} holds no prompts.",
+            "Write one prompt a line in a .txt file (lines starting with # are skipped), one "
+            "JSON object a line in a .jsonl file, or rows under the header in a .csv file.",
+        )
     if not entries:
         raise Place(shown).error(
             "no prompts: neither `prompts` nor `prompts_file` gives a single prompt.",
@@ -298,15 +335,21 @@ def _digest(obj: Any) -> str:
 
 
 def _parse(job_path: Path, shown: str) -> _Doc:
-    text = read_text(job_path, Place(shown), "the job file")
+    text = read_text(
+        job_path,
+        Place(shown),
+        "the job file",
+        max_bytes=MAX_JOBFILE_BYTES,
+        todo_big="Put long lists of prompts in a `prompts_file` (.txt, .jsonl or .csv) instead.",
+    )
     try:
         loader = yaml.SafeLoader(text)
         try:
             root = loader.get_single_node()
             if root is not None:
                 # Before constructing: that merges `<<:` keys into the node, which would then
-                # look like repeated keys.
-                _check_duplicate_keys(shown, root)
+                # look like repeated keys, and expands aliases.
+                _check_nodes(shown, root)
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
@@ -334,13 +377,23 @@ def _parse(job_path: Path, shown: str) -> _Doc:
         ) from None
     except yaml.YAMLError as exc:
         raise Place(shown).error(f"this is not valid YAML: {exc}.", "Fix the file.") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
-        # PyYAML's constructors raise plain exceptions for malformed tagged values
-        # (`!!int abc`, `!!timestamp x`) and run out of stack on absurd nesting.
+    except RecursionError:
         raise Place(shown).error(
-            f"this YAML cannot be read: a value with an explicit !!tag is malformed, or the "
-            f"nesting is too deep ({type(exc).__name__}: {exc}).",
-            "Remove explicit !!tags and check the nesting.",
+            "this YAML cannot be read: its lists and mappings are nested too deeply.",
+            "Check the brackets and the indentation; a job file needs only a few levels.",
+        ) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors raise plain exceptions for malformed tagged values
+        # (`!!int abc`, `!!timestamp x`) and for numbers Python will not convert.
+        if "integer string conversion" in str(exc):
+            raise Place(shown).error(
+                f"this YAML cannot be read: a number has more than {sys.get_int_max_str_digits()} "
+                "digits.",
+                "Quote it to make it text, or shorten it.",
+            ) from None
+        raise Place(shown).error(
+            f"this YAML cannot be read: a value with an explicit !!tag is malformed ({exc}).",
+            "Remove the !!tag, or fix the value to match it.",
         ) from None
     if root is None or data is None:
         raise Place(shown).error(
@@ -356,8 +409,9 @@ def _parse(job_path: Path, shown: str) -> _Doc:
     return _Doc(shown, root, data)
 
 
-def _check_duplicate_keys(shown: str, root: yaml.Node) -> None:
-    # PyYAML keeps the last of two equal keys silently; a second `prompts:` would drop the first.
+def _check_nodes(shown: str, root: yaml.Node) -> None:
+    """Refuse what PyYAML would accept silently or choke on later: repeated keys, text that
+    cannot be encoded, and aliases that expand to an enormous document."""
     stack: list[yaml.Node] = [root]
     seen: set[int] = set()
     while stack:
@@ -365,7 +419,16 @@ def _check_duplicate_keys(shown: str, root: yaml.Node) -> None:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode) and SURROGATE.search(node.value):
+            raise Place(shown, node.start_mark.line + 1).error(
+                f"the text {show(node.value)} holds a \\u escape for half a character (a "
+                "UTF-16 surrogate, which YAML does not pair up), which cannot be stored.",
+                "Write the character itself, or escape it whole as \\U followed by 8 hex "
+                "digits, such as \\U0001F600.",
+            )
         if isinstance(node, yaml.MappingNode):
+            # PyYAML keeps the last of two equal keys silently; a second `prompts:` would drop
+            # the first.
             lines: dict[str, int] = {}
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode):
@@ -377,9 +440,40 @@ def _check_duplicate_keys(shown: str, root: yaml.Node) -> None:
                             "Keep one of them.",
                         )
                     lines[key_node.value] = line
-                stack.append(value_node)
+                stack.extend((key_node, value_node))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
+    added = _expanded_size(root) - len(seen)
+    if added > MAX_ALIAS_VALUES:
+        raise Place(shown).error(
+            f"the YAML aliases (*name) in this file expand it by {added:,} values, more than "
+            f"the {MAX_ALIAS_VALUES:,} a job file may add that way.",
+            "Write the values out, or use fewer and smaller aliases.",
+        )
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document has once every alias is replaced by what it refers to.
+
+    Counted over the node graph, where an alias is a shared node, so an alias bomb costs no more
+    than its text. A node inside itself (a recursive alias) counts once; later checks report it.
+    """
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        if children_done:
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+        elif id(node) not in size:
+            size[id(node)] = 1  # until its children are counted; what a cycle sees
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+    return size[id(root)]
 
 
 def _pydantic_error(doc: _Doc, exc: ValidationError) -> InputError:
@@ -388,7 +482,9 @@ def _pydantic_error(doc: _Doc, exc: ValidationError) -> InputError:
     if err["type"] == "invalid_key" or loc[-1:] == ("[key]",):
         key_loc = loc if err["type"] == "invalid_key" else loc[:-1]
         key = err.get("input")
-        return replace(doc.place(key_loc[:-1]), line=doc.line(key_loc)).error(
+        # The location holds the key as text ("None" for `~`); the line is found by the key.
+        line = doc.line((*key_loc[:-1], key))
+        return replace(doc.place(key_loc[:-1]), line=line).error(
             f"the key {show(key)} is {kind(key)}; field names must be text.",
             "Quote it, or remove it.",
         )
@@ -442,12 +538,23 @@ def _settings(doc: _Doc, spec: _JobFileIn, base_dir: Path) -> CampaignSettings:
             "Write the full path, or a path relative to the job file.",
         )
 
+    if "\0" in out_dir:
+        raise doc.place(("output", "dir")).error(
+            f"found {show(out_dir)}, which holds a NUL character; no folder can be named so.",
+            "Remove it.",
+        )
+
     deadline = None
     if spec.deadline is not None:
         try:
             deadline = parse_duration(spec.deadline)
         except ValueError as exc:
             raise doc.place(("deadline",)).error(f"{exc}.", "Write it like 30m or 1h30m.") from None
+        except OverflowError:
+            raise doc.place(("deadline",)).error(
+                f"found {show(spec.deadline)}, a number too large for a duration.",
+                "Write it like 30m or 1h30m.",
+            ) from None
 
     return CampaignSettings(
         name=spec.campaign,
@@ -515,7 +622,8 @@ def _models(doc: _Doc, spec: _JobFileIn, provider: ProviderConfig) -> list[str]:
         )
     if not isinstance(spec.models, list) or not spec.models:
         raise place.error(
-            f"found {show(spec.models)} ({kind(spec.models)}), expected {_EXPECTED['models']}."
+            f"found {show(spec.models)} ({kind(spec.models)}), expected {_EXPECTED['models']}.",
+            "Fix the value and run again.",
         )
     names = [
         _model_name(name, doc.place(("models", i)), provider) for i, name in enumerate(spec.models)
@@ -531,7 +639,10 @@ def _models(doc: _Doc, spec: _JobFileIn, provider: ProviderConfig) -> list[str]:
 
 def _model_name(value: Any, place: Place, provider: ProviderConfig) -> str:
     if not isinstance(value, str):
-        raise place.error(f"found {show(value)} ({kind(value)}), expected {_EXPECTED['model']}.")
+        raise place.error(
+            f"found {show(value)} ({kind(value)}), expected {_EXPECTED['model']}.",
+            "Fix the value and run again.",
+        )
     if provider.style == "bfl" and not _BFL_MODEL.fullmatch(value):
         raise place.error(
             f"found {show(value)}, but BFL style providers take the endpoint name, such "
@@ -564,7 +675,9 @@ def _limits(provider: ProviderConfig, given: _LimitsIn | None) -> Limits:
 def _check_input(value: Any, place: Place) -> dict[str, Any]:
     """Check that `value` is a mapping that JSON can carry: string keys, finite numbers."""
     if not isinstance(value, dict):
-        raise place.error(f"found {kind(value)}, expected {_EXPECTED['input']}.")
+        raise place.error(
+            f"found {kind(value)}, expected {_EXPECTED['input']}.", "Fix the value and run again."
+        )
     check_json(value, place)
     return value
 

@@ -16,6 +16,7 @@ from runner.store import Store
 from runner.store.store import WorkerInfo
 
 RATE_WINDOW = 600.0  # seconds of finished jobs the rate (and so the ETA) is measured over
+RATE_FLOOR = 30.0  # a campaign that just started is measured over at least this long
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,18 @@ def overview(store: Store, campaign: str | None = None, now: float | None = None
             states=dict(sorted(states.items())),
             halted=store.halted(name),
             cost=costs.get(name),
-            rate_per_minute=recent.get(name, 0) / (RATE_WINDOW / 60.0),
+            rate_per_minute=_per_minute(*recent.get(name, (0, now)), now),
         )
         for name, states in sorted(counts.items())
     ]
     names = {c.name for c in campaigns}
     workers = [w for w in store.workers() if campaign is None or set(w.campaigns) & names]
     return Overview(campaigns, workers)
+
+
+def _per_minute(done: int, first: float, now: float) -> float:
+    """Jobs a minute over the window, or since the first of them finished when that is later."""
+    return done / max(RATE_FLOOR, min(RATE_WINDOW, now - first)) * 60.0
 
 
 def to_json(view: Overview) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import re
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from runner.errors import InputError
 from runner.inputs import MARKER_KEY
 
 __all__ = [
+    "MAX_PROMPTS_FILE_BYTES",
+    "MAX_PROMPT_CHARS",
     "MAX_VARIANTS",
     "NAME_RE",
     "PROMPTS_FILE_EXPECTED",
     "PROMPTS_FILE_TYPES",
+    "SURROGATE",
     "VARIANTS_EXPECTED",
     "VARS_EXPECTED",
     "Entry",
@@ -36,6 +40,7 @@ __all__ = [
     "Variants",
     "Vars",
     "check_json",
+    "check_prompt",
     "dotted",
     "expand_template",
     "kind",
@@ -51,6 +56,10 @@ __all__ = [
 
 PROMPTS_FILE_TYPES = (".txt", ".jsonl", ".csv")
 MAX_VARIANTS = 1000  # per prompt; more is almost surely a typo, and each one is billed
+# The longest prompt image APIs take is about 32,000 characters (OpenAI's gpt-image-1); a longer
+# one is a file that lost its line breaks, and would be stored, hashed and sent with every job.
+MAX_PROMPT_CHARS = 32_000
+MAX_PROMPTS_FILE_BYTES = 256 * 1024 * 1024  # 100,000 prompts of 2,500 characters, with room
 NAME_RE = r"^[A-Za-z0-9._-]{1,64}$"
 NAME_CHARS = "1 to 64 characters from A-Z a-z 0-9 . _ -"
 VARIANTS_EXPECTED = (
@@ -64,6 +73,11 @@ _MAX_DEPTH = 64  # nesting of input values; deeper is a recursive YAML alias or 
 # `{{` and `}}` come first in the alternation so that an escaped brace never starts a name.
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Control characters other than tab and line breaks: in a prompt they come from binary data.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Half of a UTF-16 pair: a JSON or YAML "\ud800" escape alone. Python keeps it in a str, but it
+# cannot be encoded, so storing or hashing it would fail far from the file that had it.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 Path_ = tuple[str | int, ...]
 Variants = int | list[int]
@@ -115,10 +129,37 @@ class Entry:
 # --- values ------------------------------------------------------------------------------------
 
 
-def read_text(path: Path, place: Place, what: str, content: Place | None = None) -> str:
-    """The file's text; errors opening it are reported at `place`, errors in it at `content`."""
+def read_text(
+    path: Path,
+    place: Place,
+    what: str,
+    content: Place | None = None,
+    max_bytes: int = MAX_PROMPTS_FILE_BYTES,
+    todo_big: str = "Split it in parts, with a job file for each.",
+) -> str:
+    """The file's text; errors opening it are reported at `place`, errors in it at `content`.
+
+    Only a regular file of at most `max_bytes` is read: a pipe or device would block or never
+    end, and a huge file would fill memory before anything else could refuse it.
+    """
     try:
-        raw = path.read_bytes()
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise place.error(f"{what} is a folder, not a file.", "Give the file's path.")
+        if not stat.S_ISREG(info.st_mode):
+            raise place.error(
+                f"{what} is not a regular file (a pipe, socket or device).",
+                "Save the content to a file and give that file's path.",
+            )
+        size = info.st_size
+        if size <= max_bytes:
+            with path.open("rb") as handle:
+                raw = handle.read(max_bytes + 1)  # no more, should it grow meanwhile
+            size = len(raw)
+        if size > max_bytes:
+            raise place.error(
+                f"{what} is {_mib(size)}, more than the {_mib(max_bytes)} it may be.", todo_big
+            )
     except FileNotFoundError:
         raise place.error(f"{what} does not exist.", "Check the path and run again.") from None
     except IsADirectoryError:
@@ -134,10 +175,18 @@ def read_text(path: Path, place: Place, what: str, content: Place | None = None)
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
+        utf16 = (
+            " (it is UTF-16, by its first bytes)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        )
         raise replace(content or place, line=line).error(
-            f"{what} is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded).",
+            f"{what} is not valid UTF-8 text{utf16} (byte 0x{raw[exc.start]:02x} cannot be "
+            "decoded).",
             "Save the file as UTF-8 and run again.",
         ) from None
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024 / 1024:,.1f} MiB"
 
 
 def check_json(value: Any, place: Place, depth: int = 0) -> None:
@@ -175,6 +224,23 @@ def check_json(value: Any, place: Place, depth: int = 0) -> None:
         )
 
 
+def check_prompt(text: str, place: Place) -> None:
+    """Raise unless `text` is a prompt a provider can take: not too long, no binary garbage."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise place.error(
+            f"the prompt is {len(text):,} characters long, more than the {MAX_PROMPT_CHARS:,} "
+            "a prompt may have.",
+            "Shorten it; in a .txt prompts file every line is one prompt.",
+        )
+    control = _CONTROL.search(text)
+    if control is not None:
+        raise place.error(
+            f"the prompt contains the control character U+{ord(control.group()):04X}, which "
+            "usually comes from binary data.",
+            "Remove it.",
+        )
+
+
 def parse_variants(value: Any, place: Place) -> Variants:
     if isinstance(value, int) and not isinstance(value, bool):
         if not 1 <= value <= MAX_VARIANTS:
@@ -182,7 +248,10 @@ def parse_variants(value: Any, place: Place) -> Variants:
         return value
     if isinstance(value, list):
         if not value or len(value) > MAX_VARIANTS:
-            raise place.error(f"found a list of {len(value)} seeds, expected {VARIANTS_EXPECTED}.")
+            raise place.error(
+                f"found a list of {len(value)} seeds, expected {VARIANTS_EXPECTED}.",
+                "Fix the list and run again.",
+            )
         for seed in value:
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise place.error(
@@ -197,13 +266,19 @@ def parse_variants(value: Any, place: Place) -> Variants:
                 "Remove the repeat.",
             )
         return list(value)
-    raise place.error(f"found {show(value)} ({kind(value)}), expected {VARIANTS_EXPECTED}.")
+    raise place.error(
+        f"found {show(value)} ({kind(value)}), expected {VARIANTS_EXPECTED}.",
+        "Fix the value and run again.",
+    )
 
 
 def parse_vars(value: Any, place: Place) -> Vars:
     """Template variables: each name's values as a list (a lone value is a list of one)."""
     if not isinstance(value, dict):
-        raise place.error(f"found {show(value)} ({kind(value)}), expected {VARS_EXPECTED}.")
+        raise place.error(
+            f"found {show(value)} ({kind(value)}), expected {VARS_EXPECTED}.",
+            "Fix the value and run again.",
+        )
     result: Vars = {}
     for name, given in value.items():
         if not isinstance(name, str) or not _VAR_NAME.fullmatch(name):
@@ -239,6 +314,7 @@ def parse_entry(raw: Any, place: Place, source_file: str) -> Entry:
     if isinstance(raw, str):
         if not raw.strip():
             raise place.error("the prompt is empty.", "Write a prompt or remove the entry.")
+        check_prompt(raw, place)
         return Entry(raw, None, None, {}, source, place)
     if not isinstance(raw, dict):
         raise place.error(
@@ -254,6 +330,7 @@ def parse_entry(raw: Any, place: Place, source_file: str) -> Entry:
             else f"`prompt` is {show(prompt)} ({kind(prompt)}), expected non-empty text."
         )
         raise place.error(problem, "Give every prompt mapping a `prompt: ...` text.")
+    check_prompt(prompt, place.at("prompt"))
     user_id = _entry_id(raw.get("id"), place)
     # A null `variants` means the default, as a missing one does.
     variants = raw.get("variants")
@@ -285,7 +362,9 @@ def read_prompts_file(value: str, place: Place, base_dir: Path, job_file: str) -
         root = base_dir.resolve()
         target = (base_dir / value).resolve()
     except (OSError, ValueError, RuntimeError) as exc:
-        raise place.error(f"the path {value!r} cannot be used: {exc}.") from None
+        raise place.error(
+            f"the path {value!r} cannot be used: {exc}.", "Check the path and run again."
+        ) from None
     if not target.is_relative_to(root):
         # The job file may come from someone else; it must not make us read files elsewhere.
         raise place.error(
@@ -310,8 +389,9 @@ def read_prompts_file(value: str, place: Place, base_dir: Path, job_file: str) -
 
 
 def _lines(text: str) -> list[str]:
-    # Not str.splitlines: it also splits at U+2028 and friends, which editors do not count.
-    return [line.removesuffix("\r") for line in text.split("\n")]
+    # Not str.splitlines: it also splits at U+2028 and friends, which editors do not count. A
+    # lone CR they do count (old Mac files): unsplit, a whole file would become one prompt.
+    return re.split(r"\r\n|\r|\n", text)
 
 
 def _from_txt(text: str, file_place: Place, rel: str) -> list[Entry]:
@@ -320,6 +400,7 @@ def _from_txt(text: str, file_place: Place, rel: str) -> list[Entry]:
         prompt = line.strip()
         if prompt and not prompt.startswith("#"):
             place = replace(file_place, line=number)
+            check_prompt(prompt, place)
             entries.append(Entry(prompt, None, None, {}, f"{rel}:{number}", place))
     return entries
 
@@ -342,8 +423,27 @@ def _from_jsonl(text: str, file_place: Place, rel: str) -> list[Entry]:
                 f"found {kind(raw)}, expected a JSON object with `prompt` or a JSON string.",
                 'Write it like {"prompt": "a fox"}.',
             )
+        _check_surrogates(raw, place)
         entries.append(parse_entry(raw, place, rel))
     return entries
+
+
+def _check_surrogates(raw: Any, place: Place) -> None:
+    """Raise if any text in `raw` (parsed JSON: no cycles), keys included, is half a character."""
+    stack = [raw]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and SURROGATE.search(item):
+            raise place.error(
+                f"the text {show(item)} holds a \\u escape for half a character (an unpaired "
+                "UTF-16 surrogate), which cannot be stored.",
+                "Write the character itself, or escape both halves of the pair.",
+            )
 
 
 def _no_constant(name: str) -> Any:
@@ -364,7 +464,9 @@ def _from_csv(text: str, file_place: Place, rel: str) -> list[Entry]:
     try:
         header = next(reader, None)
     except csv.Error as exc:
-        raise replace(file_place, line=1).error(f"the header row cannot be read: {exc}.") from None
+        raise replace(file_place, line=1).error(
+            f"the header row cannot be read: {exc}.", "Check the quoting of the first row."
+        ) from None
     if header is None:
         return []
     header = [name.strip() for name in header]
@@ -410,6 +512,7 @@ def _from_csv(text: str, file_place: Place, rel: str) -> list[Entry]:
                 raw[name] = cell.strip()
             else:
                 raw[name] = _cell_json(cell, allow=_CELL_SHAPES.get(name, ()))
+        _check_surrogates(raw, place)
         entries.append(parse_entry(raw, place, rel))
     return entries
 
@@ -472,6 +575,7 @@ def expand_template(
                 f"the prompt {show(template)} is empty with {used}.",
                 "Give the placeholders non-empty values, or add text around them.",
             )
+        check_prompt(text, place)
         result.append((text, used))
     return result
 

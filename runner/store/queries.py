@@ -159,13 +159,25 @@ def cost_by_campaign(campaign: str | None = None) -> Executable:
 
 def finished_since(since: float, campaign: str | None = None) -> Executable:
     stmt = (
-        sa.select(jobs.c.campaign, sa.func.count())
+        sa.select(jobs.c.campaign, sa.func.count(), sa.func.min(jobs.c.finished_at))
         .where(jobs.c.finished_at >= since, jobs.c.state == State.DONE.value)
         .group_by(jobs.c.campaign)
     )
     if campaign is not None:
         stmt = stmt.where(jobs.c.campaign == campaign)
     return stmt
+
+
+def recent_in_states(campaigns_: Iterable[str], states: Iterable[State], limit: int) -> Executable:
+    return (
+        sa.select(jobs.c.campaign, jobs.c.key, jobs.c.state, jobs.c.error)
+        .where(
+            jobs.c.campaign.in_(list(campaigns_)),
+            jobs.c.state.in_([s.value for s in states]),
+        )
+        .order_by(jobs.c.updated_at.desc(), jobs.c.id.desc())
+        .limit(limit)
+    )
 
 
 def count_slots_held(campaigns_: Iterable[str], now: float) -> Executable:

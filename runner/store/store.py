@@ -442,10 +442,22 @@ class Store:
             rows = conn.execute(queries.cost_by_campaign(campaign))
             return {name: float(total) for name, total in rows if total is not None}
 
-    def finished_since(self, since: float, campaign: str | None = None) -> dict[str, int]:
-        """Jobs done since a time, per campaign (the recent rate)."""
+    def finished_since(
+        self, since: float, campaign: str | None = None
+    ) -> dict[str, tuple[int, float]]:
+        """Jobs done since a time per campaign, and when the first of them finished."""
         with self.read() as conn:
-            return {n: int(c) for n, c in conn.execute(queries.finished_since(since, campaign))}
+            rows = conn.execute(queries.finished_since(since, campaign))
+            return {name: (int(n), float(first)) for name, n, first in rows}
+
+    def recent_problems(
+        self, campaigns: Iterable[str], states: Iterable[State], limit: int = 3
+    ) -> list[dict[str, Any]]:
+        """The latest jobs that ended in one of `states`, newest first (campaign, key, state,
+        error)."""
+        with self.read() as conn:
+            rows = conn.execute(queries.recent_in_states(campaigns, states, limit))
+            return [dict(row._mapping) for row in rows]
 
     def jobs(
         self, campaign: str, states: Iterable[State] | None = None, batch: int = 1000

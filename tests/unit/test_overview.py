@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from runner.overview import CampaignOverview, Overview, format_seconds, to_json, to_text
+from runner.overview import (
+    CampaignOverview,
+    Overview,
+    _per_minute,
+    format_seconds,
+    to_json,
+    to_text,
+)
 from runner.store.store import WorkerInfo
 
 
@@ -49,3 +56,9 @@ def test_format_seconds() -> None:
         "1h00m",
         "2h02m",
     ]
+
+
+def test_rate_is_measured_over_the_window_or_since_the_first_finish() -> None:
+    assert _per_minute(60, first=0.0, now=6000.0) == 6.0  # the whole 10-minute window
+    assert _per_minute(60, first=5880.0, now=6000.0) == 30.0  # only 2 minutes of finishes
+    assert _per_minute(10, first=5999.0, now=6000.0) == 20.0  # at least 30 s: no wild rate

@@ -1,0 +1,97 @@
+"""Progress while a campaign runs: a live table on a terminal, a log line elsewhere.
+
+On a terminal (rich): per campaign the jobs per state, images per minute, time left, cost, and
+the latest problems, redrawn every second. Not a terminal (cron, a pipe): one plain log line
+per campaign a minute; the worker logs the changes worth knowing (a halt, the end) itself.
+Both read the same `runner.overview` figures the `status` command shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from runner.overview import CampaignOverview, Overview, format_counts, format_seconds, overview
+from runner.states import State
+from runner.store import Store
+
+log = logging.getLogger("runner")
+
+IN_FLIGHT_STATES = (State.SUBMITTING, State.RUNNING, State.RECONCILING)
+PROBLEM_STATES = (State.FAILED, State.MODERATED, State.EXPIRED, State.UNCERTAIN)
+
+
+def _count(c: CampaignOverview, states: tuple[State, ...]) -> int:
+    return sum(c.states.get(s.value, 0) for s in states)
+
+
+def render(view: Overview, problems: list[dict[str, Any]]) -> RenderableType:
+    """The live display: a table of campaigns, then the latest problems (pure)."""
+    table = Table(expand=False, header_style="bold")
+    for column in ("campaign", "done", "queued", "in flight", "saving", "problems"):
+        table.add_column(column, justify="left" if column == "campaign" else "right")
+    for column in ("per min", "left", "cost"):
+        table.add_column(column, justify="right")
+    for c in view.campaigns:
+        eta = c.eta_seconds
+        table.add_row(
+            c.name + (" [stopped]" if c.halted else ""),
+            f"{c.done}/{c.total}",
+            str(c.states.get(State.QUEUED.value, 0)),
+            str(_count(c, IN_FLIGHT_STATES)),
+            str(c.states.get(State.DOWNLOADING.value, 0)),
+            str(_count(c, PROBLEM_STATES)),
+            f"{c.rate_per_minute:.1f}",
+            "-" if eta is None else format_seconds(eta),
+            "-" if c.cost is None else f"{c.cost:.2f}",
+        )
+    parts: list[RenderableType] = [table]
+    for c in view.campaigns:
+        if c.halted:
+            parts.append(Text(f"{c.name} stopped: {c.halted}", style="bold red"))
+    if problems:
+        parts.append(Text("latest problems:", style="bold"))
+        for p in problems:
+            line = f"  {p['campaign']}/{p['key']} {p['state']}: {p['error'] or ''}"
+            parts.append(Text(line[:200], style="yellow", overflow="ellipsis", no_wrap=True))
+    return Group(*parts)
+
+
+def _snapshot(store: Store, names: list[str]) -> tuple[Overview, list[dict[str, Any]]]:
+    views = [overview(store, name) for name in names]
+    view = Overview([c for v in views for c in v.campaigns])
+    return view, store.recent_problems(names, PROBLEM_STATES, limit=3)
+
+
+async def live(store: Store, names: list[str], every: float = 1.0) -> None:
+    """Redraw the table every `every` seconds until cancelled (then draw it once more)."""
+    console = Console(stderr=True)
+    view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
+    with Live(render(view, problems), console=console, auto_refresh=False) as display:
+        try:
+            while True:
+                await anyio.sleep(every)
+                view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
+                display.update(render(view, problems), refresh=True)
+        finally:
+            with anyio.CancelScope(shield=True):
+                view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
+                display.update(render(view, problems), refresh=True)
+
+
+async def log_lines(store: Store, names: list[str], every: float = 60.0) -> None:
+    """A plain line per campaign every `every` seconds, for logs."""
+    while True:
+        await anyio.sleep(every)
+        view, _ = await anyio.to_thread.run_sync(_snapshot, store, names)
+        for c in view.campaigns:
+            rate = f", {c.rate_per_minute:.1f}/min" if c.rate_per_minute else ""
+            eta = c.eta_seconds
+            left = f", about {format_seconds(eta)} left" if eta else ""
+            log.info("%s: %s%s%s", c.name, format_counts(c.states), rate, left)
