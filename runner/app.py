@@ -12,14 +12,14 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import anyio
 import httpx
 
 from runner import progress
-from runner.campaign import Campaign, CampaignSettings, ProviderConfig
+from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
 from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
 from runner.limits import Share, TokenBucket
@@ -28,7 +28,9 @@ from runner.providers.base import Handle, ProviderError
 from runner.providers.factory import make_provider
 from runner.simulator import SimConfig, Simulator, serve
 from runner.states import SETTLED, TERMINAL, State, user_cancel
-from runner.store import Store, open_store, resolve_db
+from runner.store import Store, open_store, peek_store, resolve_db
+from runner.webhooks import WebhookOptions
+from runner.webhooks import start as start_webhooks
 from runner.worker.download import file_client
 from runner.worker.pool import Account, CampaignRuntime, PoolOptions, RunReport, Worker
 
@@ -72,6 +74,41 @@ def submit(jobfile: str, db: str | None, *, simulate: bool = False) -> tuple[Sto
     result = store.enqueue(campaign)
     store.set_halted(campaign.settings.name, None)
     return store, Enqueued(campaign, result.added, result.existing)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    campaign: Campaign
+    added: int  # jobs the file would add
+    existing: int  # jobs of the file already in the database
+    cost: float | None  # the estimated cost of the new jobs; None when unknown
+
+
+def dry_run(jobfile: str, db: str | None, *, simulate: bool = False) -> DryRun:
+    """What `submit` would add and roughly cost, creating and changing nothing."""
+    from runner.budget import estimate_cost
+
+    campaign = load_jobfile(jobfile)
+    check_keys([campaign.settings], simulate)
+    store = peek_store(resolve_db(db, jobfile))
+    by_model: dict[str, list[JobSpec]] = {}
+    for job in campaign.jobs:
+        by_model.setdefault(job.model, []).append(job)
+    if store is None:
+        new_by_model = {m: len(jobs) for m, jobs in by_model.items()}
+        averages: dict[str, float] = {}
+    else:
+        try:
+            new_by_model = {
+                m: store.count_new(replace(campaign, jobs=jobs)) for m, jobs in by_model.items()
+            }
+            averages = store.average_done_cost(list(by_model))
+        finally:
+            store.close()
+    added = sum(new_by_model.values())
+    price = campaign.settings.budget.price_per_image
+    cost = estimate_cost(new_by_model, price, averages)
+    return DryRun(campaign, added, len(campaign.jobs) - added, cost)
 
 
 @asynccontextmanager
@@ -164,6 +201,7 @@ async def work(
     live: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     max_runtime: float | None = None,
+    webhooks: WebhookOptions | None = None,
 ) -> RunReport:
     """Work the named campaigns until every job is settled (or the campaigns are halted, or
     `max_runtime` seconds have passed: then jobs in hand finish and the rest waits).
@@ -171,6 +209,7 @@ async def work(
     `simulate` starts the built-in simulator in this process; `sim_url` uses one already
     running (`runner simulate`) instead. Either way every provider is pointed at it. `live`
     draws a progress table on the terminal; otherwise a log line every `progress_every` s.
+    `webhooks` starts the webhook receiver beside the worker (see `runner.webhooks`).
     """
     async with _simulator(simulate, sim_config, sim_url) as url:
         runtimes = _runtimes(store, names, url, transport)
@@ -186,6 +225,9 @@ async def work(
                     tg.start_soon(progress.log_lines, store, names, progress_every)
                 if max_runtime is not None:
                     tg.start_soon(_stop_after, worker, max_runtime, tg.cancel_scope)
+                if webhooks is not None:
+                    providers = {name: r.provider for name, r in runtimes.items()}
+                    await start_webhooks(tg, webhooks, providers, worker.hint)
                 await worker.run()
                 tg.cancel_scope.cancel()
         finally:

@@ -56,6 +56,29 @@ DEFAULT_PRIORITY = 10
 
 
 @dataclass(frozen=True)
+class Budget:
+    """Spending guards (`budget:` in the job file); see `runner.budget` for how they count."""
+
+    max_jobs: int | None = None  # creates per run (one `runner run` or `runner work`)
+    max_cost: float | None = None  # per campaign, in the provider's unit (BFL: credits)
+    price_per_image: float | None = None  # the cost of one job where the provider reports none
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OnFinish:
+    """What to do when a campaign ends or pauses: run `command` or POST to `url` (one of)."""
+
+    command: str | None = None
+    url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class CampaignSettings:
     """Everything about a campaign except its jobs. Persisted as JSON with the campaign row."""
 
@@ -67,6 +90,8 @@ class CampaignSettings:
     limits: Limits = field(default_factory=Limits)
     # Campaigns sharing a provider account split its slots in proportion to their priority.
     priority: int = DEFAULT_PRIORITY
+    budget: Budget = field(default_factory=Budget)
+    on_finish: OnFinish | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +102,8 @@ class CampaignSettings:
             "deadline_seconds": self.deadline_seconds,
             "limits": self.limits.to_dict(),
             "priority": self.priority,
+            "budget": self.budget.to_dict(),
+            "on_finish": None if self.on_finish is None else self.on_finish.to_dict(),
         }
 
     @classmethod
@@ -89,6 +116,8 @@ class CampaignSettings:
             deadline_seconds=data.get("deadline_seconds"),
             limits=Limits(**data.get("limits", {})),
             priority=data.get("priority", DEFAULT_PRIORITY),
+            budget=Budget(**(data.get("budget") or {})),
+            on_finish=OnFinish(**data["on_finish"]) if data.get("on_finish") else None,
         )
 
 

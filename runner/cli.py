@@ -25,6 +25,7 @@ from runner.store import DatabaseError, open_store, resolve_db
 
 if TYPE_CHECKING:
     from runner.app import RunReport
+    from runner.webhooks import WebhookOptions
 
 # Commands that talk to providers import `runner.app` (HTTP clients, the simulator, the worker)
 # when they run: `runner status` and `--help` stay quick.
@@ -101,6 +102,36 @@ max_runtime_option = click.option(
     "the next run. Exit code 3 when work is left.",
 )
 
+webhook_listen_option = click.option(
+    "--webhook-listen",
+    metavar="HOST:PORT",
+    help="Receive Replicate-style webhooks on this address (e.g. 0.0.0.0:8788), with "
+    "--webhook-url. A signed webhook only makes its job be polled at once.",
+)
+webhook_url_option = click.option(
+    "--webhook-url",
+    metavar="URL",
+    help="The public URL that reaches --webhook-listen (e.g. https://runner.example.com); "
+    "creates ask for webhooks at URL/webhooks/replicate.",
+)
+
+
+def _webhooks(listen: str | None, url: str | None) -> WebhookOptions | None:
+    """The webhook options, or None without them; both or neither must be given."""
+    if listen is None and url is None:
+        return None
+    if listen is None or url is None:
+        raise InputError("--webhook-listen and --webhook-url go together: give both or neither.")
+    from runner.webhooks import WebhookOptions, check_public_url, parse_listen
+
+    try:
+        host, port = parse_listen(listen)
+        public = check_public_url(url)
+    except ValueError as exc:
+        raise InputError(f"webhooks: {exc}.") from None
+    return WebhookOptions(host, port, public)
+
+
 db_option = click.option(
     "--db",
     metavar="PATH|URL",
@@ -144,18 +175,60 @@ def _this_process(report: RunReport) -> None:
     )
 
 
+def _notifier(store: Any) -> Any:
+    """Runs the campaigns' on_finish hooks (see `runner.notify`)."""
+    from runner import app, notify
+
+    return notify.Notifier(store, lambda name, report: app.exit_code(store, [name], report))
+
+
+def _dry_run(jobfile: str, db: str | None, simulate: bool) -> None:
+    from runner import app
+
+    plan = app.dry_run(jobfile, db, simulate=simulate)
+    settings = plan.campaign.settings
+    click.echo(f"{settings.name}: {plan.added} new job(s), {plan.existing} already known")
+    price = settings.budget.price_per_image
+    if plan.cost is None:
+        models = ", ".join(sorted({job.model for job in plan.campaign.jobs}))
+        click.echo(
+            "estimated cost of the new jobs: unknown (no budget.price_per_image in the job "
+            f"file, and no done job of {models} with a reported cost in the database)"
+        )
+    elif price is not None or plan.added == 0:
+        each = f" ({price:g} each, budget.price_per_image)" if price is not None else ""
+        click.echo(f"estimated cost of the new jobs: {plan.cost:.2f}{each}")
+    else:
+        click.echo(
+            f"estimated cost of the new jobs: {plan.cost:.2f} (the average cost of done jobs "
+            "of the same model in the database)"
+        )
+    click.echo("dry run: nothing was submitted, and the database was not created or changed")
+
+
 @cli.command(epilog=EPILOG)
 @click.argument("jobfile", type=click.Path(dir_okay=False))
 @db_option
 @max_runtime_option
 @simulate_option
 @simulator_url_option
+@webhook_listen_option
+@webhook_url_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate, count the new and already known jobs and estimate their cost; submit "
+    "nothing and create or change no database.",
+)
 def run(
     jobfile: str,
     db: str | None,
     max_runtime: float | None,
     simulate: bool,
     simulator_url: str | None,
+    webhook_listen: str | None,
+    webhook_url: str | None,
+    dry_run: bool,
 ) -> None:
     """Enqueue JOBFILE's new jobs and work until every job of the campaign is settled.
 
@@ -166,6 +239,10 @@ def run(
     from runner import app
 
     simulate = simulate or bool(simulator_url)
+    if dry_run:
+        _dry_run(jobfile, db, simulate)
+        return
+    webhooks = _webhooks(webhook_listen, webhook_url)
     store, enq = app.submit(jobfile, db, simulate=simulate)
     name = enq.campaign.settings.name
     click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
@@ -177,12 +254,14 @@ def run(
             sim_url=simulator_url,
             max_runtime=max_runtime,
             live=_live(),
+            webhooks=webhooks,
         )
     )
     _summary(store, name)
     _this_process(report)
     for reason in report.halted.values():
         click.echo(f"stopped: {reason}", err=True)
+    _notifier(store).final([name], report)
     sys.exit(app.exit_code(store, [name], report))
 
 
@@ -209,6 +288,8 @@ def submit(jobfile: str, db: str | None) -> None:
 @max_runtime_option
 @simulate_option
 @simulator_url_option
+@webhook_listen_option
+@webhook_url_option
 def work(
     db: str | None,
     campaigns: tuple[str, ...],
@@ -216,12 +297,15 @@ def work(
     max_runtime: float | None,
     simulate: bool,
     simulator_url: str | None,
+    webhook_listen: str | None,
+    webhook_url: str | None,
 ) -> None:
     """Work the queue of an existing database, beside any number of other workers (on this
     machine or others, sharing a PostgreSQL database)."""
     from runner import app
 
     simulate = simulate or bool(simulator_url)
+    webhooks = _webhooks(webhook_listen, webhook_url)
     store = open_store(resolve_db(db), create=False)
     unknown = sorted(set(campaigns) - set(store.campaign_names()))
     if unknown:
@@ -233,6 +317,7 @@ def work(
     app.check_keys([store.settings(n) for n in current()], simulate)
 
     live = _live()
+    notifier = _notifier(store)
 
     async def loop() -> RunReport:
         end = None if max_runtime is None else time.monotonic() + max_runtime
@@ -241,8 +326,15 @@ def work(
             app.check_keys([store.settings(n) for n in names], simulate)
             left = None if end is None else max(0.0, end - time.monotonic())
             report = await app.work(
-                store, names, simulate=simulate, sim_url=simulator_url, max_runtime=left, live=live
+                store,
+                names,
+                simulate=simulate,
+                sim_url=simulator_url,
+                max_runtime=left,
+                live=live,
+                webhooks=webhooks,
             )
+            notifier.settled(names, report)
             if until_empty or report.stopped_early or report.halted:
                 return report
             if end is not None and time.monotonic() + 5 >= end:
@@ -255,6 +347,7 @@ def work(
     for name in names:
         _summary(store, name)
     _this_process(report)
+    notifier.final(names, report)
     sys.exit(app.exit_code(store, names, report))
 
 
@@ -356,6 +449,28 @@ def simulate(host: str, port: int, config_file: Any) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(main)
+
+
+@cli.command(
+    epilog="Exit codes: 0 every check passed (warnings allowed); 1 a check failed; 2 bad input."
+)
+@click.argument("jobfile", required=False, type=click.Path(dir_okay=False))
+@db_option
+@simulate_option
+@simulator_url_option
+def doctor(jobfile: str | None, db: str | None, simulate: bool, simulator_url: str | None) -> None:
+    """Check that campaigns can run here: the database, the API keys in the environment, each
+    provider accepting its key, and free disk space in the output folders.
+
+    Providers are those of JOBFILE, else those of every campaign in the database. One line per
+    check, ok, WARN or FAIL; keys are never printed.
+    """
+    from runner.doctor import diagnose
+
+    checks = anyio.run(lambda: diagnose(jobfile, db, simulate=simulate, sim_url=simulator_url))
+    for check in checks:
+        click.echo(check.line)
+    sys.exit(1 if any(check.status == "FAIL" for check in checks) else 0)
 
 
 @cli.group()

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -34,10 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from runner.campaign import (
     DEFAULT_PRIORITY,
+    Budget,
     Campaign,
     CampaignSettings,
     JobSpec,
     Limits,
+    OnFinish,
     ProviderConfig,
     Style,
 )
@@ -128,6 +131,17 @@ _EXPECTED: dict[str, str] = {
     "limits.max_in_flight": "a whole number greater than 0, such as 8",
     "limits.creates_per_minute": "a number greater than 0, such as 120",
     "limits.max_attempts": "a whole number of at least 1, such as 5",
+    "budget": "a mapping with max_jobs (creates per run), max_cost (per campaign) and "
+    "price_per_image, such as {max_jobs: 500, max_cost: 40, price_per_image: 0.04}",
+    "budget.max_jobs": "a whole number greater than 0: at most this many creates per run, "
+    "such as 500",
+    "budget.max_cost": "a number greater than 0: what the campaign may spend in all, in the "
+    "provider's unit (BFL: credits), such as 40",
+    "budget.price_per_image": "a number of at least 0: what one job costs, such as 0.04",
+    "on_finish": "a mapping with either `command` (run when the campaign ends or pauses) or "
+    "`url` (the summary is POSTed to it), such as {command: notify-send done}",
+    "on_finish.command": "a command line such as 'notify-send done'",
+    "on_finish.url": "an http:// or https:// URL such as https://example.com/hook",
 }
 
 
@@ -140,6 +154,17 @@ class _LimitsIn(_Strict):
     max_in_flight: Annotated[int, Field(gt=0)] | None = None
     creates_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     max_attempts: Annotated[int, Field(ge=1)] | None = None
+
+
+class _BudgetIn(_Strict):
+    max_jobs: Annotated[int, Field(gt=0)] | None = None
+    max_cost: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    price_per_image: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class _OnFinishIn(_Strict):
+    command: Annotated[str, StringConstraints(min_length=1)] | None = None
+    url: Annotated[str, StringConstraints(min_length=1)] | None = None
 
 
 class _OutputIn(_Strict):
@@ -171,6 +196,8 @@ class _JobFileIn(_Strict):
     output: _OutputIn | None = None
     deadline: Any = None
     limits: _LimitsIn | None = None
+    budget: _BudgetIn | None = None
+    on_finish: _OnFinishIn | None = None
 
 
 _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
@@ -178,6 +205,8 @@ _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
     ("limits",): _LimitsIn,
     ("output",): _OutputIn,
     ("images",): _ImagesIn,
+    ("budget",): _BudgetIn,
+    ("on_finish",): _OnFinishIn,
 }
 
 Path_ = tuple[str | int, ...]
@@ -564,7 +593,57 @@ def _settings(doc: _Doc, spec: _JobFileIn, base_dir: Path) -> CampaignSettings:
         deadline_seconds=deadline,
         limits=_limits(provider, spec.limits),
         priority=DEFAULT_PRIORITY if spec.priority is None else spec.priority,
+        budget=_budget(doc, spec.budget, provider),
+        on_finish=_on_finish(doc, spec.on_finish),
     )
+
+
+def _budget(doc: _Doc, given: _BudgetIn | None, provider: ProviderConfig) -> Budget:
+    if given is None:
+        return Budget()
+    if given.max_cost is not None and given.price_per_image is None and provider.style != "bfl":
+        raise doc.place(("budget", "max_cost")).error(
+            f"`max_cost` is set, but {provider.name!r} is {provider.style} style, whose API "
+            "reports no cost, so the runner cannot count what the campaign spends.",
+            "Add `price_per_image` (what one image costs) to `budget`, or remove `max_cost`.",
+        )
+    return Budget(
+        max_jobs=given.max_jobs,
+        max_cost=None if given.max_cost is None else float(given.max_cost),
+        price_per_image=None if given.price_per_image is None else float(given.price_per_image),
+    )
+
+
+def _on_finish(doc: _Doc, given: _OnFinishIn | None) -> OnFinish | None:
+    if given is None:
+        return None
+    if (given.command is None) == (given.url is None):
+        raise doc.place(("on_finish",)).error(
+            "`on_finish` needs exactly one of `command` and `url`"
+            + (", and has both." if given.command is not None else ", and has neither."),
+            "Write `on_finish: {command: notify-send done}` or `on_finish: {url: "
+            "https://example.com/hook}`.",
+        )
+    if given.command is not None:
+        try:
+            words = shlex.split(given.command)
+        except ValueError as exc:
+            raise doc.place(("on_finish", "command")).error(
+                f"found {show(given.command)}, which cannot be split into words ({exc}).",
+                "Close the quote, or quote the words that hold spaces.",
+            ) from None
+        if not words:
+            raise doc.place(("on_finish", "command")).error(
+                "the command is blank.", f"Write {_EXPECTED['on_finish.command']}."
+            )
+        return OnFinish(command=given.command)
+    assert given.url is not None
+    if not re.fullmatch(r"https?://[^\s/]+\S*", given.url):
+        raise doc.place(("on_finish", "url")).error(
+            f"found {show(given.url)}, expected {_EXPECTED['on_finish.url']}.",
+            "Fix the URL and run again.",
+        )
+    return OnFinish(url=given.url)
 
 
 def _provider(doc: _Doc, value: Any) -> ProviderConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Phase(enum.StrEnum):
@@ -106,3 +106,22 @@ class Provider(Protocol):
     ) -> Submission | None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class WebhookSource(Protocol):
+    """A provider that can push completions to a webhook (Replicate style), signed with a secret
+    of the account. A webhook is only a hint to poll now: the poll decides.
+
+    `webhook_account` names the account (two providers with the same one share the secret);
+    `webhook_secret()` fetches the signing secret (`whsec_...`) with the API key;
+    `use_webhook(url)` makes every later create ask for a `completed` webhook to `url`
+    (None: no webhook).
+    """
+
+    @property
+    def webhook_account(self) -> str: ...
+
+    async def webhook_secret(self) -> str: ...
+
+    def use_webhook(self, url: str | None) -> None: ...

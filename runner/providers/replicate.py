@@ -4,6 +4,10 @@ Creates go to `/v1/models/{owner}/{name}/predictions`, or to `/v1/predictions` w
 when the model is a version (`owner/name:id` or a bare 64-hex id). Queries and cancels always go
 through the configured base URL: the aggregators copy Replicate's `urls.get` / `urls.cancel`
 into their answers, and those hosts reject the aggregator's key.
+
+With webhooks on (`use_webhook`), creates also carry `webhook` and
+`webhook_events_filter: ["completed"]`; the signing secret comes from
+`GET /v1/webhooks/default/secret` and is handed to the caller, never kept or logged here.
 """
 
 from __future__ import annotations
@@ -91,6 +95,10 @@ def _same_model(prediction: dict[str, Any], model: str) -> bool:
     return prediction.get("model") in (model, None)
 
 
+# The one webhook event the runner asks for: the prediction reached a terminal state.
+WEBHOOK_EVENTS = ("completed",)
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
 # Listing covers the attempt from a little before it: the provider's clock is not ours.
 LIST_SLACK = 120.0
 MAX_LIST_PAGES = 50
@@ -105,6 +113,23 @@ class ReplicateProvider:
         self.config = config
         self.client = client
         self.base = config.base_url.rstrip("/")
+        self.webhook_url: str | None = None
+
+    @property
+    def webhook_account(self) -> str:
+        return ":".join(self.config.account)
+
+    def use_webhook(self, url: str | None) -> None:
+        self.webhook_url = url
+
+    async def webhook_secret(self) -> str:
+        """The account's webhook signing secret (`whsec_...`)."""
+        url = f"{self.base}/v1/webhooks/default/secret"
+        _, answer = await request_json(self.client, "GET", url, "poll")
+        key = answer.get("key") if isinstance(answer, dict) else None
+        if not isinstance(key, str) or not key.startswith(WEBHOOK_SECRET_PREFIX):
+            raise ProviderError(ErrorKind.PROTOCOL, "the webhook secret answer has no whsec_ key")
+        return key
 
     async def create(
         self, model: str, input: dict[str, Any], *, deadline_seconds: float | None
@@ -121,6 +146,9 @@ class ReplicateProvider:
         else:
             url = f"{self.base}/v1/models/{model}/predictions"
             body = {"input": input}
+        if self.webhook_url is not None:
+            body["webhook"] = self.webhook_url
+            body["webhook_events_filter"] = list(WEBHOOK_EVENTS)
         _, answer = await request_json(
             self.client, "POST", url, "create", json=body, headers=headers
         )

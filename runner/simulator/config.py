@@ -101,6 +101,18 @@ _ONLY_ON: dict[str, tuple[str, ...]] = {
 }
 _GONE_STATUSES = (403, 404, 410)
 
+# How the simulator sends the webhooks a create asked for (`webhook_mode`): as Replicate does,
+# or spoiled in one way, so tests can show a receiver that refuses them changes nothing.
+WEBHOOK_MODES = (
+    "valid",  # signed as Replicate signs them (Standard Webhooks)
+    "off",  # never sent
+    "unsigned",  # without a webhook-signature header
+    "forged",  # signed with a secret that is not the account's
+    "tampered",  # signed, then the body changed
+    "stale",  # correctly signed, with a timestamp ten minutes old
+    "replay",  # the valid request, then the very same request again
+)
+
 
 @dataclass
 class FaultSpec:
@@ -241,6 +253,9 @@ class SimConfig:
     bfl_models: list[str] = field(default_factory=lambda: list(DEFAULT_BFL_MODELS))
     bfl_region: str = "eu2"
     faults: dict[str, FaultSpec] = field(default_factory=dict)
+    # webhooks (Replicate style): how they are sent, and how long after completion
+    webhook_mode: str = "valid"
+    webhook_delay: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.faults, dict):
@@ -268,6 +283,7 @@ class SimConfig:
             "bfl_forget_after",
             "replicate_cost",
             "rate_limit_window",
+            "webhook_delay",
         ):
             if _number(name, getattr(self, name)) < 0:
                 raise ValueError(f"{name} must not be negative")
@@ -287,6 +303,10 @@ class SimConfig:
                 raise ValueError(f"{name} must be at least 1 or null")
         if not isinstance(self.retry_after_header, bool):
             raise ValueError("retry_after_header must be true or false")
+        if self.webhook_mode not in WEBHOOK_MODES:
+            raise ValueError(
+                f"webhook_mode must be one of {WEBHOOK_MODES}, got {self.webhook_mode!r}"
+            )
         if not isinstance(self.bfl_region, str) or not self.bfl_region.isalnum():
             raise ValueError("bfl_region must be a short alphanumeric path segment")
         if self.api_keys is not None:

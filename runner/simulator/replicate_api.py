@@ -1,6 +1,7 @@
-"""The Replicate-style API: create, get, cancel and list predictions, at the root (Replicate
-itself) and under `/replicate` (DeerAPI and CometAPI, which copy Replicate's upstream URLs into
-their answers).
+"""The Replicate-style API: create, get, cancel and list predictions, and the account's webhook
+signing secret, at the root (Replicate itself) and under `/replicate` (DeerAPI and CometAPI,
+which copy Replicate's upstream URLs into their answers). The webhooks themselves are sent by
+`webhooks.py`.
 """
 
 from __future__ import annotations
@@ -197,9 +198,15 @@ def render(
     sim: Simulator, prediction: Prediction, request: Request, at: float | None = None
 ) -> dict[str, Any]:
     """The prediction object exactly as the API shows it now (or at the instant `at`)."""
+    return render_at(sim, prediction, base_url(request), at)
+
+
+def render_at(
+    sim: Simulator, prediction: Prediction, base: str, at: float | None = None
+) -> dict[str, Any]:
+    """`render` for a server reached at `base` (a webhook's body is built outside a request)."""
     now = sim.now() if at is None else at
     snap = sim.snapshot(prediction, now)
-    base = base_url(request)
     removed = snap.terminal and sim.data_removed(prediction, snap, now)
     if prediction.aggregator:
         # the aggregators copy Replicate's own URLs, which do not accept their keys
@@ -280,6 +287,8 @@ class ReplicateApi:
             Route(f"{p}/v1/predictions", self.list_predictions, methods=["GET"]),
             Route(f"{p}/v1/predictions/{{prediction_id}}", self.get, methods=["GET"]),
             Route(f"{p}/v1/predictions/{{prediction_id}}/cancel", self.cancel, methods=["POST"]),
+            Route(f"{p}/v1/webhooks/default/secret", self.webhook_secret, methods=["GET"]),
+            Route(f"{p}/v1/account", self.account, methods=["GET"]),
         ]
 
     async def _admit(self, request: Request, route: str) -> Admitted | Response:
@@ -465,6 +474,20 @@ class ReplicateApi:
             return problem(404, "Not found", "The requested prediction does not exist.")
         sim.cancel(prediction)
         return JSONResponse(render(sim, prediction, request))
+
+    async def account(self, request: Request) -> Response:
+        """The caller's account (`GET /v1/account`), which clients check a token with."""
+        admitted = await self._admit(request, "get")
+        if isinstance(admitted, Response):
+            return admitted
+        return JSONResponse({"type": "user", "username": "simulated", "name": "Simulated"})
+
+    async def webhook_secret(self, request: Request) -> Response:
+        """The signing secret of the caller's account: `{"key": "whsec_..."}`."""
+        admitted = await self._admit(request, "get")
+        if isinstance(admitted, Response):
+            return admitted
+        return JSONResponse({"key": sim_of(request).webhook_secret(admitted.key)})
 
     async def list_predictions(self, request: Request) -> Response:
         admitted = await self._admit(request, "list")

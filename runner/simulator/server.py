@@ -19,6 +19,7 @@ from anyio.from_thread import start_blocking_portal
 from runner.simulator.app import create_app
 from runner.simulator.config import SimConfig
 from runner.simulator.state import Simulator
+from runner.simulator.webhooks import deliver
 
 _STOP_TIMEOUT = 10.0
 
@@ -64,7 +65,7 @@ async def serve(
     """Serve the simulator until cancelled; reports its base URL through `task_status`.
 
     The socket is bound here so that port 0 gives a free port whose number is known before
-    anyone connects.
+    anyone connects. Beside the server runs the webhook sender, stopped with it.
     """
     sock = _bind(host, port)
     app = create_app(sim)
@@ -82,6 +83,11 @@ async def serve(
     error_log = logging.getLogger("uvicorn.error")
     error_log.addFilter(log_filter)
     stopped = anyio.Event()
+    senders = anyio.CancelScope()
+
+    async def send_webhooks(url: str) -> None:
+        with senders:
+            await deliver(sim, url)
 
     async def run_server() -> None:
         try:
@@ -100,9 +106,12 @@ async def serve(
                     if stopped.is_set():
                         raise RuntimeError("the simulator's HTTP server stopped while starting")
                     await anyio.sleep(0.005)
-                task_status.started(_url_of(sock))
+                url = _url_of(sock)
+                tg.start_soon(send_webhooks, url)
+                task_status.started(url)
                 await stopped.wait()
             finally:
+                senders.cancel()
                 app.state.stopping = True
                 server.should_exit = True
     finally:

@@ -2,7 +2,8 @@
 
 Nothing here speaks HTTP. A prediction's whole future (queue delay, generation time, outcome) is
 drawn when it is created, and its state at any moment is computed from timestamps when someone
-asks, so there are no background tasks to manage and a fake clock can move time in tests.
+asks, so a fake clock can move time in tests. The one background task, the webhook sender in
+`webhooks.py`, asks `webhooks_due()` which events have happened; the state itself never waits.
 
 Times inside are readings of the injectable `clock`; `Simulator.wall()` turns them into epoch
 seconds for the timestamps shown in API answers, so both move together under a fake clock.
@@ -13,6 +14,7 @@ method takes the one lock.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import hmac
@@ -95,6 +97,7 @@ class Prediction:
     canceled_at: float | None = None
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+    webhooks_sent: set[str] = field(default_factory=set)  # events already sent
     refunded: bool = False
     # an injected fault: the outputs are gone the moment it finishes
     expired_early: bool = False
@@ -184,6 +187,8 @@ class _Counters:
     faults_injected: int = 0
     faults: dict[str, int] = field(default_factory=dict)  # "route:kind" -> how many
     auth_failures: int = 0
+    webhooks_sent: int = 0  # webhook requests made (retries and replays included)
+    webhook_answers: dict[str, int] = field(default_factory=dict)  # status (or "error") -> count
 
 
 class Simulator:
@@ -217,6 +222,8 @@ class Simulator:
         self._seq = 0
         self._counters = _Counters()
         self._fault_hits: dict[tuple[str, str | None], int] = {}
+        # predictions with a webhook whose events are not all sent yet
+        self._webhook_watch: dict[str, Prediction] = {}
         self.images.clear()
 
     # -- configuration and time ------------------------------------------------------------
@@ -440,6 +447,8 @@ class Simulator:
             )
             self._predictions[prediction.id] = prediction
             self._by_owner.setdefault((namespace, key), []).append(prediction)
+            if webhook:
+                self._webhook_watch[prediction.id] = prediction
             open_now[prediction.id] = prediction
             self._spent[key] = spent + cost
 
@@ -602,6 +611,59 @@ class Simulator:
             ),
         )
 
+    # -- webhooks -------------------------------------------------------------------------
+
+    def webhook_secret(self, key: str) -> str:
+        """The account's webhook signing secret (`GET /v1/webhooks/default/secret`): stable for
+        a key, different for every key and every simulator."""
+        digest = hmac.new(self._secret, b"webhook-secret:" + key.encode(), hashlib.sha256)
+        return "whsec_" + base64.b64encode(digest.digest()[:24]).decode()
+
+    def webhooks_due(self, now: float | None = None) -> tuple[list[tuple[Prediction, str]], float]:
+        """The webhook events that have happened and were not sent yet, marked as sent, and
+        the instant the next known one is due (infinity when none is waiting).
+
+        Events are `start` (the prediction started) and `completed` (it reached a terminal
+        state, sent `webhook_delay` later), each only when `webhook_events_filter` asks for it
+        (no filter: every event). `output` and `logs` events are not simulated.
+        """
+        with self._lock:
+            now = self.now() if now is None else now
+            delay = self._config.webhook_delay
+            due: list[tuple[Prediction, str]] = []
+            next_at = math.inf
+            for pid, p in list(self._webhook_watch.items()):
+                wanted = p.webhook_events_filter
+                wants_start = (wanted is None or "start" in wanted) and (
+                    "start" not in p.webhooks_sent
+                )
+                wants_end = wanted is None or "completed" in wanted
+                snap = self._snapshot(p, now)
+                if wants_start and snap.started is not None:
+                    p.webhooks_sent.add("start")
+                    due.append((p, "start"))
+                elif wants_start and not snap.terminal:
+                    next_at = min(next_at, p.start)
+                if not snap.terminal:
+                    next_at = min(next_at, p.terminal_at() + delay)
+                    continue
+                assert snap.completed is not None
+                if wants_end and snap.completed + delay > now:
+                    next_at = min(next_at, snap.completed + delay)
+                    continue
+                if wants_end:
+                    p.webhooks_sent.add("completed")
+                    due.append((p, "completed"))
+                del self._webhook_watch[pid]
+            return due, next_at
+
+    def note_webhook(self, answer: str) -> None:
+        """One webhook request made, and what it got: an HTTP status, or "error"."""
+        with self._lock:
+            self._counters.webhooks_sent += 1
+            answers = self._counters.webhook_answers
+            answers[answer] = answers.get(answer, 0) + 1
+
     # -- counters -------------------------------------------------------------------------
 
     def note_poll(self, *, via_polling_url: bool = False) -> None:
@@ -689,6 +751,8 @@ class Simulator:
                 "faults_injected": counters.faults_injected,
                 "faults": dict(counters.faults),
                 "auth_failures": counters.auth_failures,
+                "webhooks_sent": counters.webhooks_sent,
+                "webhook_answers": dict(counters.webhook_answers),
                 "credits_spent": {key: round(v, 6) for key, v in self._spent.items()},
                 "generations": generations,
             }

@@ -157,6 +157,49 @@ def cost_by_campaign(campaign: str | None = None) -> Executable:
     return stmt
 
 
+def spend(campaign: str, billed: Iterable[State], now: float) -> Executable:
+    """One row for the budget: the cost reported so far, and how many jobs may have been (or
+    are about to be) billed without a reported cost: in a billed state, or queued and claimed
+    by a worker to submit."""
+    unknown = sa.and_(
+        jobs.c.cost.is_(None),
+        sa.or_(
+            jobs.c.state.in_([s.value for s in billed]),
+            sa.and_(
+                jobs.c.state == State.QUEUED.value,
+                jobs.c.lease_owner.is_not(None),
+                jobs.c.lease_expires_at >= now,
+            ),
+        ),
+    )
+    return sa.select(sa.func.sum(jobs.c.cost), sa.func.sum(sa.case((unknown, 1), else_=0))).where(
+        jobs.c.campaign == campaign
+    )
+
+
+def last_cost(campaign: str) -> Executable:
+    """The most recently reported cost of one of the campaign's jobs."""
+    return (
+        sa.select(jobs.c.cost)
+        .where(jobs.c.campaign == campaign, jobs.c.cost.is_not(None))
+        .order_by(jobs.c.updated_at.desc(), jobs.c.id.desc())
+        .limit(1)
+    )
+
+
+def average_done_cost(models: Sequence[str]) -> Executable:
+    """Per model, the average reported cost of done jobs (any campaign)."""
+    return (
+        sa.select(jobs.c.model, sa.func.avg(jobs.c.cost))
+        .where(
+            jobs.c.model.in_(list(models)),
+            jobs.c.state == State.DONE.value,
+            jobs.c.cost.is_not(None),
+        )
+        .group_by(jobs.c.model)
+    )
+
+
 def finished_since(since: float, campaign: str | None = None) -> Executable:
     stmt = (
         sa.select(jobs.c.campaign, sa.func.count(), sa.func.min(jobs.c.finished_at))
@@ -206,6 +249,21 @@ def count_slots_held(campaigns_: Iterable[str], now: float) -> Executable:
         .group_by(jobs.c.campaign)
     )
     return sa.union_all(in_flight, claimed)
+
+
+def hint_due(remote_id: str, now: float) -> Executable:
+    """A verified webhook says this prediction finished: its running job is due now. Only the
+    time moves, never the state (nor the lease): the job's own poll confirms before anything
+    changes. A job already due is left alone."""
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.remote_id == remote_id,
+            jobs.c.state == State.RUNNING.value,
+            jobs.c.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+    )
 
 
 def due_by_state(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from runner.campaign import Campaign, CampaignSettings, input_fingerprint
-from runner.states import Change, Job, State
+from runner.states import IN_FLIGHT, Change, Job, State
 from runner.store import migrate, queries
 from runner.store.schema import jobs, workers
 
@@ -46,6 +46,15 @@ class WorkerInfo:
     campaigns: list[str]
     started_at: float
     last_seen_at: float
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A campaign's spending: reported costs, and jobs billed whose cost is not known yet."""
+
+    known: float = 0.0  # the sum of the costs the provider reported
+    unknown: int = 0  # jobs created (or about to be) without a reported cost
+    last_cost: float | None = None  # the most recently reported cost of one job
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,33 @@ def open_store(db: str, *, create: bool = True) -> Store:
         engine.dispose()
         raise DatabaseError(f"cannot open the database at {url}: {exc}") from exc
     return Store(engine)
+
+
+def peek_store(db: str) -> Store | None:
+    """Open an existing, current database to read it, creating and migrating nothing (for
+    `runner run --dry-run`). None when there is no runner database there yet."""
+    url = database_url(db)
+    path = _sqlite_path(sa.make_url(url))
+    if path is not None:
+        if not path.exists():
+            return None
+        if path.is_dir():
+            raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
+    engine = sa.create_engine(url)
+    try:
+        revision = migrate.current_revision(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseError(f"cannot read the database at {url}: {exc}") from exc
+    if revision == migrate.SCHEMA_REVISION:
+        return Store(engine)
+    engine.dispose()
+    if revision is None:
+        return None
+    raise DatabaseError(
+        f"the database at {url} is at schema revision {revision}, not {migrate.SCHEMA_REVISION}; "
+        "run `runner db upgrade` (or a command that writes) first."
+    )
 
 
 def _row_to_job(row: Any) -> Job:
@@ -422,6 +458,12 @@ class Store:
             row = conn.execute(queries.done_with_input(input_hash, exclude_id)).first()
         return None if row is None else _row_to_job(row)
 
+    def hint_due(self, remote_id: str, now: float) -> bool:
+        """Make the running job of this prediction due at `now` (a webhook's hint); whether
+        one was moved."""
+        with self.write() as conn:
+            return bool(conn.execute(queries.hint_due(remote_id, now)).rowcount)
+
     def due_by_state(self, campaigns: Iterable[str], states: Iterable[State]) -> dict[State, float]:
         with self.read() as conn:
             rows = conn.execute(queries.due_by_state(campaigns, states))
@@ -441,6 +483,25 @@ class Store:
         with self.read() as conn:
             rows = conn.execute(queries.cost_by_campaign(campaign))
             return {name: float(total) for name, total in rows if total is not None}
+
+    def spend(self, campaign: str, now: float) -> Spend:
+        """What a campaign has spent, for its budget (see `runner.budget`)."""
+        # Created, or maybe created: each of these may have been billed.
+        billed = IN_FLIGHT | {State.DOWNLOADING, State.DONE, State.UNCERTAIN}
+        with self.read() as conn:
+            known, unknown = conn.execute(queries.spend(campaign, billed, now)).one()
+            last = conn.execute(queries.last_cost(campaign)).scalar()
+        return Spend(
+            known=float(known or 0.0),
+            unknown=int(unknown or 0),
+            last_cost=None if last is None else float(last),
+        )
+
+    def average_done_cost(self, models: Sequence[str]) -> dict[str, float]:
+        """Per model, the average reported cost of done jobs in this database."""
+        with self.read() as conn:
+            rows = conn.execute(queries.average_done_cost(models))
+            return {model: float(avg) for model, avg in rows if avg is not None}
 
     def finished_since(
         self, since: float, campaign: str | None = None

@@ -19,6 +19,7 @@ import random
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ import anyio
 import httpx
 
 from runner import states
+from runner.budget import allowance
 from runner.campaign import CampaignSettings
 from runner.inputs import FileChangedError, materialize
 from runner.limits import Share, TokenBucket
@@ -71,12 +73,21 @@ class Account:
     per_minute: float = 0.0  # the account's create rate, split between the live workers
     key: str = ""  # names the account's lock for claims across processes
 
-    def room(self, held: dict[str, int], local: int, limits: dict[str, int]) -> dict[str, int]:
+    def room(
+        self,
+        held: dict[str, int],
+        local: int,
+        limits: dict[str, int],
+        caps: dict[str, int] | None = None,
+    ) -> dict[str, int]:
         """How many queued jobs to claim per campaign, given the slots `held` in the database:
         at most `local` (this process's submitters and tokens), within the account's and each
-        campaign's max in flight, shared by priority."""
+        campaign's max in flight and budget (`caps`), shared by priority."""
         free = min(local, self.max_in_flight - sum(held.values()))
         room = {name: limits[name] - held.get(name, 0) for name in limits}
+        for name, cap in (caps or {}).items():
+            if name in room:
+                room[name] = min(room[name], cap)
         return self.share.allocate(free, room)
 
 
@@ -163,6 +174,9 @@ class Worker:
         self._wake = anyio.Event()
         self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
         self._timings: dict[tuple[str, str], Timing] = {}
+        # Per campaign, for budget.max_jobs: creates made in this run, and jobs held to submit.
+        self.created: Counter[str] = Counter()
+        self.submitting: Counter[str] = Counter()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -183,6 +197,16 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def hint(self, remote_id: str) -> bool:
+        """A verified webhook says this prediction finished: make its running job due now and
+        look at once. Only a hint: the job's normal poll confirms before anything changes.
+        Whether a job was made due. (A hint that lands while that job's poll is in flight may
+        be overtaken by the poll's answer; the job is then found on its schedule.)"""
+        hinted = await self._db_call(self.store.hint_due, remote_id, self.clock())
+        if hinted:
+            self.wake()
+        return hinted
 
     def request_stop(self) -> None:
         """Stop claiming; jobs in hand finish. Idempotent."""
@@ -332,6 +356,8 @@ class Worker:
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
         for account in accounts.values():
             names = [n for n in account.names if n in active and self.campaigns[n].submits]
+            caps = await self._budget_caps(names, now)
+            names = [n for n in names if self.campaigns[n].submits]
             local = min(opts.submitters - self.in_hand["submit"], account.bucket.available(now))
             if not names or local <= 0:
                 waiting.add(State.QUEUED)  # a token or a submitter frees up later
@@ -343,15 +369,33 @@ class Worker:
                 owner=self.owner,
                 now=now,
                 lease_seconds=opts.lease_seconds,
-                plan=partial(account.room, local=local, limits=limits),
+                plan=partial(account.room, local=local, limits=limits, caps=caps),
                 lock=account.key,
             )
             if not claimed:
                 waiting.add(State.QUEUED)  # no free slot: one frees up later, a tick or a wake
             for job in claimed:
                 account.bucket.take(now)
+                self.submitting[job.campaign] += 1
                 self._start(tg, "submit", self._submit, job)
         return waiting
+
+    async def _budget_caps(self, names: list[str], now: float) -> dict[str, int]:
+        """Creates each campaign with a budget may still claim; pauses those at their limit."""
+        caps: dict[str, int] = {}
+        for name in names:
+            budget = self.campaigns[name].settings.budget
+            if budget.max_jobs is None and budget.max_cost is None:
+                continue
+            spend = None
+            if budget.max_cost is not None:
+                spend = await self._db_call(self.store.spend, name, now)
+            allowed = allowance(name, budget, spend, self.created[name], self.submitting[name])
+            if allowed.paused is not None:
+                await self._halt(name, Halt(allowed.paused, creates_only=True))
+            elif allowed.room is not None:
+                caps[name] = allowed.room
+        return caps
 
     def _start(
         self, tg: anyio.abc.TaskGroup, kind: str, fn: Callable[[Job], Any], job: Job
@@ -366,6 +410,8 @@ class Worker:
                 await self._release(job, due_at=self.clock() + BUG_BACKOFF * time_scale())
             finally:
                 self.in_hand[kind] -= 1
+                if kind == "submit":
+                    self.submitting[job.campaign] -= 1
                 self.wake()
 
         tg.start_soon(run)
@@ -383,14 +429,18 @@ class Worker:
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
         await self._apply(outcome.change)
-        halt = outcome.halt
-        runtime = self.campaigns[job.campaign]
-        if halt is not None and (runtime.halt is None or not halt.creates_only):
+        if outcome.halt is not None:
+            await self._halt(job.campaign, outcome.halt)
+
+    async def _halt(self, name: str, halt: Halt) -> None:
+        """Stop a campaign's creates (or everything), here and in the database for `status`."""
+        runtime = self.campaigns[name]
+        if runtime.halt is None or not halt.creates_only:
             runtime.halt = halt
-            self.report.halted[job.campaign] = halt.reason
-            log.error("campaign %s stopped: %s", job.campaign, halt.reason)
+            self.report.halted[name] = halt.reason
+            log.error("campaign %s stopped: %s", name, halt.reason)
             with anyio.CancelScope(shield=True):
-                await self._db_call(self.store.set_halted, job.campaign, halt.reason)
+                await self._db_call(self.store.set_halted, name, halt.reason)
 
     async def _timing(self, job: Job) -> Timing:
         """The model's learned generation times, read from finished jobs the first time."""
@@ -450,6 +500,7 @@ class Worker:
             raise
         else:
             self.report.submitted += 1
+            self.created[job.campaign] += 1
             runtime.account.bucket.accepted()
             timing = await self._timing(job)
             outcome = states.on_created(job, submission, self.clock(), self.rng, timing)

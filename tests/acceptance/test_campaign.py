@@ -16,9 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def images_in(folder: Path) -> list[Path]:
     """The images of an output folder: not temporary files, not provenance sidecars."""
-    return sorted(
-        p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".json"
-    )
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".json")
 
 
 def db_states(db: Path) -> dict[str, int]:
