@@ -122,16 +122,21 @@ def _make_engine(url: str) -> Engine:
 @contextmanager
 def _opening(path: Path | None) -> Iterator[None]:
     """One process at a time sets up a SQLite file: switching a new file to WAL fails at once
-    ("database is locked", without waiting) while another connection does the same."""
+    ("database is locked", without waiting) while another connection does the same.
+
+    The lock is taken on the folder, never on the database file: closing any descriptor of the
+    database file would drop the POSIX locks SQLite's own connections in this process hold on
+    it, and another process could then delete the WAL under them.
+    """
     if path is None:
         yield
         return
-    with open(path, "rb") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # independent of SQLite's own fcntl() locks
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the flock
 
 
 def open_store(db: str, *, create: bool = True) -> Store:
