@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
@@ -49,6 +48,7 @@ from starlette.routing import Route
 
 from runner.errors import InputError
 from runner.providers.base import ProviderError, WebhookSource
+from runner.sockets import bind_tcp, url_of
 
 log = logging.getLogger("runner.webhooks")
 
@@ -293,19 +293,6 @@ def check_public_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def serve(
     app: Starlette,
     host: str,
@@ -315,7 +302,7 @@ async def serve(
 ) -> None:
     """Serve `app` on HOST:PORT until cancelled; reports `http://host:port` once listening."""
     try:
-        sock = _bind(host, port)
+        sock = bind_tcp(host, port, backlog=128)
     except OSError as exc:
         raise InputError(f"--webhook-listen: cannot listen on {host}:{port}: {exc}") from None
     config = uvicorn.Config(
@@ -336,9 +323,7 @@ async def serve(
         finally:
             stopped.set()
 
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    url = f"http://{shown}:{bound_port}"
+    url = url_of(sock)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_server)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from runner.simulator.app import create_app
 from runner.simulator.config import SimConfig
 from runner.simulator.state import Simulator
 from runner.simulator.webhooks import deliver
+from runner.sockets import bind_tcp, url_of
 
 _STOP_TIMEOUT = 10.0
 
@@ -34,27 +34,6 @@ class _HideDroppedResponses(logging.Filter):
         )
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio turns Nagle off only on sockets that say they are TCP,
-    # and with Nagle on every answer after the first on a connection waits ~40 ms for an ACK
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
 async def serve(
     sim: Simulator,
     host: str = "127.0.0.1",
@@ -67,7 +46,7 @@ async def serve(
     The socket is bound here so that port 0 gives a free port whose number is known before
     anyone connects. Beside the server runs the webhook sender, stopped with it.
     """
-    sock = _bind(host, port)
+    sock = bind_tcp(host, port)
     app = create_app(sim)
     config = uvicorn.Config(
         app,
@@ -106,7 +85,7 @@ async def serve(
                     if stopped.is_set():
                         raise RuntimeError("the simulator's HTTP server stopped while starting")
                     await anyio.sleep(0.005)
-                url = _url_of(sock)
+                url = url_of(sock)
                 tg.start_soon(send_webhooks, url)
                 task_status.started(url)
                 await stopped.wait()
