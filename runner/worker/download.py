@@ -236,8 +236,9 @@ async def download(
     check_url(url)
     if max_bytes is None:
         max_bytes = MAX_BYTES
-    with _writing(folder):
-        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+    if not folder.is_dir():  # a stat, cheap enough for the event loop; mkdir may block
+        with _writing(folder):
+            await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
     temp = folder / f"{temp_prefix(tag)}{os.getpid()}.{os.urandom(4).hex()}.part"
     digest = hashlib.sha256()
     received = 0
