@@ -13,6 +13,7 @@ database consistent (an interrupted create is to be reconciled, never taken as u
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -168,6 +169,11 @@ class Worker:
         self.clock = clock
         scale = time_scale()
         self.policy = RetryPolicy(scale=scale)
+        # Each campaign's own max_attempts (job file `limits`), the rest shared.
+        self.policies = {
+            name: dataclasses.replace(self.policy, max_attempts=rt.settings.limits.max_attempts)
+            for name, rt in campaigns.items()
+        }
         self.report = RunReport()
         self.in_hand = {"submit": 0, "poll": 0, "download": 0}
         self._stop = anyio.Event()
@@ -485,7 +491,8 @@ class Worker:
         try:
             submission = await runtime.provider.create(job.model, body, deadline_seconds=remaining)
         except ProviderError as error:
-            outcome = states.on_create_error(job, error, self.clock(), self.policy, self.rng)
+            policy = self.policies[job.campaign]
+            outcome = states.on_create_error(job, error, self.clock(), policy, self.rng)
             if error.kind is ErrorKind.RATE_LIMITED:
                 # The whole account is throttled, not just this job: slow every create down.
                 runtime.account.bucket.throttled(self.clock(), error.retry_after)
@@ -597,7 +604,8 @@ class Worker:
             raise
         if found is None:
             log.info("job %s: not created at the provider; submitting again", job.key)
-            await self._apply(states.on_reconcile_missing(job, self.clock()))
+            limit = self.policies[job.campaign].max_attempts
+            await self._apply(states.on_reconcile_missing(job, self.clock(), max_attempts=limit))
         else:
             log.info("job %s: found its prediction %s", job.key, found.handle.remote_id)
             await self._settle(job, states.on_reconcile_found(job, found, self.clock(), self.rng))

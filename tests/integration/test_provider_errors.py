@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from runner import app
-from runner.campaign import ProviderConfig
+from runner.campaign import Limits, ProviderConfig
 from runner.providers.base import ErrorKind, ProviderError
 from runner.providers.factory import make_provider
 from runner.simulator import SimConfig, running_in_thread
@@ -205,3 +205,19 @@ def test_server_errors_on_every_query_route_are_retried(
     codes = sim.sim.stats()["status_codes"]
     assert codes.get("500", 0) > 0 and codes.get("503", 0) > 0
     assert all(j.state is State.DONE for j in store.jobs("c1"))
+
+
+def test_the_job_files_max_attempts_bounds_the_creates(
+    sim: SimHandle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every create answered 500 before the server acted: each is looked up (none was made),
+    sent again, and given up after the campaign's own `max_attempts`, not the default 5."""
+    sim.sim.update_config({"faults": {"create": {"error_rate": 1.0, "error_status": 500}}})
+    limits = Limits(max_attempts=2)
+    store.enqueue(campaign(n=2, out=tmp_path, provider=provider(sim, "replicate"), limits=limits))
+    run(store, "c1", monkeypatch)
+    assert states_of(store) == {"failed": 2}
+    assert all("gave up after 2 attempts" in e for e in errors_of(store)), errors_of(store)
+    stats = sim.sim.stats()
+    assert stats["creates"] == 0
+    assert stats["status_codes"].get("500") == 4  # 2 jobs x 2 attempts
