@@ -131,9 +131,8 @@ def listing_record(job: Job) -> dict[str, Any]:
     }
 
 
-def manifest_record(job: Job) -> dict[str, Any]:
-    """One record of `runner export`: what was asked, what came back, when, and at what cost."""
-    done = job.finished_at if job.files else None
+def _made_how(job: Job) -> dict[str, Any]:
+    """What was asked, of whom: shared by the manifest and the sidecar."""
     return {
         "campaign": job.campaign,
         "key": job.key,
@@ -145,13 +144,27 @@ def manifest_record(job: Job) -> dict[str, Any]:
         "provider": job.provider,
         "model": job.model,
         "remote_id": job.remote_id,
-        "state": job.state.value,
-        "attempts": job.attempts,
-        "files": file_entries(job),
+    }
+
+
+def _when(job: Job) -> dict[str, Any]:
+    return {
         "created_at": iso(job.created_at),
         "submitted_at": iso(job.submitted_at),
         "ready_at": iso(job.ready_at),
         "finished_at": iso(job.finished_at),
+    }
+
+
+def manifest_record(job: Job) -> dict[str, Any]:
+    """One record of `runner export`: what was asked, what came back, when, and at what cost."""
+    done = job.finished_at if job.files else None
+    return {
+        **_made_how(job),
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "files": file_entries(job),
+        **_when(job),
         "queue_seconds": seconds_between(job.created_at, job.submitted_at),
         "generation_seconds": seconds_between(job.submitted_at, job.ready_at),
         "download_seconds": seconds_between(job.ready_at, done),
@@ -167,20 +180,8 @@ def provenance_record(job: Job, file: dict[str, Any], n: int) -> dict[str, Any]:
     record: dict[str, Any] = {
         "format": PROVENANCE_FORMAT,
         "runner_version": runner_version(),
-        "campaign": job.campaign,
-        "key": job.key,
-        "index": job.index,
-        "prompt": prompt_of(job),
-        "input": job.input,
-        "seed": seed_of(job),
-        "variant": job.meta.get("variant"),
-        "provider": job.provider,
-        "model": job.model,
-        "remote_id": job.remote_id,
-        "created_at": iso(job.created_at),
-        "submitted_at": iso(job.submitted_at),
-        "ready_at": iso(job.ready_at),
-        "finished_at": iso(job.finished_at),
+        **_made_how(job),
+        **_when(job),
         "image": {
             "n": n,
             "of": len(job.files),

@@ -362,9 +362,10 @@ class Worker:
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
         for account in accounts.values():
             names = [n for n in account.names if n in active and self.campaigns[n].submits]
-            caps = await self._budget_caps(names, now)
-            names = [n for n in names if self.campaigns[n].submits]
             local = min(opts.submitters - self.in_hand["submit"], account.bucket.available(now))
+            if names and local > 0:  # budgets are read only when something could be claimed
+                caps = await self._budget_caps(names, now)
+                names = [n for n in names if self.campaigns[n].submits]
             if not names or local <= 0:
                 waiting.add(State.QUEUED)  # a token or a submitter frees up later
                 continue
