@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-scale", action="store_true", help="skip the scale figures")
     parser.add_argument("--keep-work", action="store_true", help="keep DIR/work (logs, DBs)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="PART",
+        help="run only this part (repeatable): a workload (bfl-like), one contender of it "
+        "(bfl-like/runner) or `scale`; the figures are then incomplete (exit 1)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs = QUICK["jobs"]
@@ -122,6 +129,8 @@ def run_contender(workload: Workload, name: str, folder: Path) -> dict[str, Any]
         else:
             report, measured = run_user_code(workload, folder / "run", sim.url, prompts)
         stats = sim.stats()
+    # the raw record, for a closer look at a run kept with --keep-work
+    (folder / "records.json").write_text(json.dumps({"stats": stats, "report": report}))
     return contender_figures(workload, report, stats, measured)
 
 
@@ -220,6 +229,10 @@ def problems(results: dict[str, Any]) -> list[str]:
     return found
 
 
+def _selected(only: list[str] | None, *names: str) -> bool:
+    return only is None or any(name in only for name in names)
+
+
 def measure(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     """Every workload with every contender, then the scale figures, into `results`."""
     started = time.monotonic()
@@ -227,6 +240,8 @@ def measure(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> No
         entry: dict[str, Any] = {"workload": dataclasses.asdict(workload), "contenders": {}}
         results["workloads"][workload.name] = entry
         for name in ("runner", workload.contender):
+            if not _selected(args.only, workload.name, f"{workload.name}/{name}"):
+                continue
             print(f"[{time.monotonic() - started:6.0f} s] {workload.name}: {name}", flush=True)
             try:
                 figures = run_contender(workload, name, work / workload.name / name)
@@ -234,8 +249,8 @@ def measure(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> No
                 traceback.print_exc()
                 figures = {"error": f"{type(exc).__name__}: {exc}"}
             entry["contenders"][name] = figures
-    if args.no_scale:
-        results["scale"] = {"error": "skipped (--no-scale)"}
+    if args.no_scale or not _selected(args.only, "scale"):
+        results["scale"] = {"error": "skipped (--no-scale or --only)"}
         return
     print(f"[{time.monotonic() - started:6.0f} s] scale figures", flush=True)
     try:

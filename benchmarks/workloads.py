@@ -111,7 +111,7 @@ def bfl_like(jobs: int, scale: float = DEFAULT_TIME_SCALE) -> Workload:
         preset="bfl",
         model="flux-pro-1.1",
         input={"width": 1024, "height": 1024, "output_format": "png"},
-        runner_limits={"max_in_flight": 24, "creates_per_minute": 600 / scale},
+        runner_limits={"max_in_flight": 24},
         contender="bfl_loop",
         concurrency=24,
         poll_interval=USER_POLL_INTERVAL * scale,
@@ -133,9 +133,10 @@ def replicate_like(jobs: int, scale: float = DEFAULT_TIME_SCALE) -> Workload:
     Real terms: 200 creates a minute (Replicate's default is 600; accounts low on credit get
     less, and a tighter limit is what makes the rate, not the generation time, the binding
     constraint this workload is about), 3,000 reads a minute, generation median 5 s, sigma 0.4.
-    runner gets the limit as `creates_per_minute` and `max_in_flight: 200`; the official client
-    runs under a semaphore of 50, the round number a user picks for "enough to saturate 200 a
-    minute" (a create and its generation take a few seconds, so ~20 would do).
+    runner gets the limit as `creates_per_minute` with `create_burst` at the whole limit (the
+    window slides, so a minute's creates may go at once) and `max_in_flight: 200`; the
+    official client runs under a semaphore of 50, the round number a user picks for "enough to
+    saturate 200 a minute" (a create and its generation take a few seconds, so ~20 would do).
     """
     median, sigma = 5.0, 0.4
     per_minute, reads_per_minute = 200, 3000
@@ -156,7 +157,11 @@ def replicate_like(jobs: int, scale: float = DEFAULT_TIME_SCALE) -> Workload:
         preset="replicate",
         model="black-forest-labs/flux-schnell",
         input={"output_format": "png"},
-        runner_limits={"max_in_flight": 200, "creates_per_minute": per_minute / scale},
+        runner_limits={
+            "max_in_flight": 200,
+            "creates_per_minute": per_minute,
+            "create_burst": per_minute,
+        },
         contender="replicate_client",
         concurrency=50,
         poll_interval=USER_POLL_INTERVAL * scale,

@@ -14,25 +14,29 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from runner import progress
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
 from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
-from runner.limits import Share, TokenBucket
+from runner.limits import CreateRate, Share
 from runner.presets import simulated
 from runner.providers.base import Handle, ProviderError
-from runner.providers.factory import make_provider
-from runner.simulator import SimConfig, Simulator, serve
+from runner.retry import time_scale
 from runner.states import SETTLED, TERMINAL, State, user_cancel
 from runner.store import Store, open_store, peek_store, resolve_db
-from runner.webhooks import WebhookOptions
-from runner.webhooks import start as start_webhooks
-from runner.worker.download import file_client
-from runner.worker.pool import Account, CampaignRuntime, PoolOptions, RunReport, Worker
+
+# The worker, the HTTP stack and the simulator are imported where they are used: `submit`,
+# `status` and friends start sooner without them.
+if TYPE_CHECKING:
+    import httpx
+
+    from runner.simulator import SimConfig
+    from runner.webhooks import WebhookOptions
+    from runner.worker.pool import CampaignRuntime, PoolOptions, RunReport, Worker
 
 log = logging.getLogger("runner")
 
@@ -118,6 +122,8 @@ async def _simulator(
     if url or not enabled:
         yield url
         return
+    from runner.simulator import SimConfig, Simulator, serve
+
     async with anyio.create_task_group() as tg:
         url = await tg.start(serve, Simulator(config or SimConfig()))
         log.info("simulator listening on %s", url)
@@ -133,6 +139,9 @@ def _runtimes(
     sim_url: str | None,
     transport: httpx.AsyncBaseTransport | None,
 ) -> dict[str, CampaignRuntime]:
+    from runner.providers.factory import make_provider
+    from runner.worker.pool import Account, CampaignRuntime
+
     out: dict[str, CampaignRuntime] = {}
     every = {name: store.settings(name) for name in names}
     accounts: dict[tuple[str, str, str], Account] = {}
@@ -142,12 +151,17 @@ def _runtimes(
             # The strictest rate and the largest slot count of the campaigns on the account:
             # each campaign also keeps its own max_in_flight.
             rate = min(s.limits.creates_per_minute for s in sharing)
+            bursts = [s.limits.create_burst for s in sharing if s.limits.create_burst]
+            burst = min(bursts) if bursts else None
+            minute = 60.0 * time_scale()
+            bucket = CreateRate.per_minute(rate, time.time(), burst=burst, minute=minute)
             accounts[settings.provider.account] = Account(
-                bucket=TokenBucket.per_minute(rate, time.time()),
+                bucket=bucket,
                 share=Share({s.name: float(s.priority) for s in sharing}),
                 max_in_flight=max(s.limits.max_in_flight for s in sharing),
                 names=[s.name for s in sharing],
                 per_minute=rate,
+                burst=bucket.burst,
                 key=":".join(settings.provider.account),
             )
     for name, settings in every.items():
@@ -211,6 +225,10 @@ async def work(
     draws a progress table on the terminal; otherwise a log line every `progress_every` s.
     `webhooks` starts the webhook receiver beside the worker (see `runner.webhooks`).
     """
+    from runner.webhooks import start as start_webhooks
+    from runner.worker.download import file_client
+    from runner.worker.pool import Worker
+
     async with _simulator(simulate, sim_config, sim_url) as url:
         runtimes = _runtimes(store, names, url, transport)
         files = file_client()
@@ -252,6 +270,8 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
     Results already being downloaded are kept (they are paid for). A job a worker holds at
     this moment is left to it; run the command again once that worker has let go.
     """
+    from runner.providers.factory import make_provider
+
     settings = store.settings(name)
     config = simulated(settings.provider, sim_url) if sim_url else settings.provider
     key = SIMULATOR_KEY if sim_url else api_key(settings.provider, name)

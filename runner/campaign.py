@@ -7,9 +7,10 @@ names the environment variable that holds its key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Any, Literal
 
 Style = Literal["replicate", "bfl"]
@@ -47,6 +48,10 @@ class Limits:
     max_in_flight: int = 24  # jobs submitted and not yet finished at the provider
     creates_per_minute: float = 600.0
     max_attempts: int = 5  # creates that got a retryable answer count as attempts
+    # Creates sent at once. None: a few seconds' worth (runner.limits.default_burst), safe
+    # with a provider that meters with a small bucket; up to creates_per_minute when the
+    # provider counts a sliding minute.
+    create_burst: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +140,21 @@ class JobSpec:
     model: str
     input: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    # `input_view(input)`, when whoever makes the spec has it already: the loader encodes it to
+    # hash the key, and the store then hashes it for the fingerprint without encoding the input
+    # again. An argument, not a field, so that `dataclasses.replace` with another input cannot
+    # carry over a view that no longer matches.
+    view: InitVar[str | None] = None
+    _view: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self, view: str | None) -> None:
+        if view is not None:
+            object.__setattr__(self, "_view", view)
+
+    def fingerprint(self, provider: str) -> str:
+        """`input_fingerprint(provider, self.model, self.input)`."""
+        view = self._view if self._view is not None else input_view(self.input)
+        return view_fingerprint(provider, self.model, view)
 
 
 @dataclass(frozen=True)
@@ -145,8 +165,20 @@ class Campaign:
     duplicates: int = 0  # prompts whose effective input repeated an earlier one (skipped)
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(data)
+
+
+def input_view(input: dict[str, Any]) -> str:
+    """The input as job keys and fingerprints see it, as canonical JSON: each local image by its
+    content, not by where the file happens to be (see `runner.inputs.key_view`)."""
+    from runner.inputs import key_view
+
+    return canonical_json(key_view(input))
 
 
 def input_fingerprint(provider: str, model: str, input: dict[str, Any]) -> str:
@@ -154,7 +186,18 @@ def input_fingerprint(provider: str, model: str, input: dict[str, Any]) -> str:
 
     Input images count by content (their sha256), not by where the file happens to be.
     """
-    from runner.inputs import key_view
+    return view_fingerprint(provider, model, input_view(input))
 
-    text = canonical_json({"provider": provider, "model": model, "input": key_view(input)})
+
+def view_fingerprint(provider: str, model: str, view: str) -> str:
+    """`input_fingerprint` of the input whose `input_view` is `view`."""
+    text = f'{{"input":{view}{_fingerprint_tail(model, provider)}'
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _fingerprint_tail(model: str, provider: str) -> str:
+    # canonical_json({"provider": provider, "model": model, "input": input}) is written around
+    # the input's canonical text rather than encoding the input again: members in key order, no
+    # spaces, as canonical_json writes them. The rest is the same for every job of a model.
+    return f',"model":{canonical_json(model)},"provider":{canonical_json(provider)}}}'

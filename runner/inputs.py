@@ -410,10 +410,23 @@ def _read(marker: dict[str, Any]) -> bytes:
 
 
 def _walk(value: Any, on_marker: Callable[[dict[str, Any]], Any]) -> Any:
-    if is_marker(value):
-        return on_marker(value)
     if isinstance(value, dict):
-        return {key: _walk(item, on_marker) for key, item in value.items()}
+        if is_marker(value):
+            return on_marker(value)
+        # Scalars are kept without a call each: keys and fingerprints walk every job's input.
+        return {
+            key: _walk(item, on_marker) if isinstance(item, dict | list) else item
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_walk(item, on_marker) for item in value]
     return value
+
+
+def has_files(value: Any) -> bool:
+    """Whether an input names a local file anywhere (it then needs `materialize`)."""
+    if isinstance(value, dict):
+        return is_marker(value) or any(has_files(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_files(item) for item in value)
+    return False

@@ -15,9 +15,11 @@ raising `variants` leaves every earlier key, and so every earlier result, in pla
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
+import gc
 import hashlib
 import itertools
 import json
@@ -25,7 +27,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +45,7 @@ from runner.campaign import (
     OnFinish,
     ProviderConfig,
     Style,
+    canonical_json,
 )
 from runner.durations import parse_duration
 from runner.errors import InputError
@@ -99,6 +102,9 @@ MAX_JOBFILE_BYTES = 4 * 1024 * 1024
 MAX_ALIAS_VALUES = 1_000_000
 _BFL_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REPLICATE_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# The JSON that keys hash: what json.dumps(sort_keys=True, separators=(",", ":")) writes,
+# without building an encoder each time.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 _VERSION = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*:)?[0-9a-f]{64}")
 
 # What each field expects, in the user's words; error messages end with it.
@@ -127,10 +133,11 @@ _EXPECTED: dict[str, str] = {
     "output.dir": "a folder path, relative to the job file, such as out/lanterns",
     "output.name": f"a file name template such as {DEFAULT_TEMPLATE}",
     "deadline": 'a duration such as "30m", "1h30m" or "90s"',
-    "limits": "a mapping with max_in_flight, creates_per_minute and max_attempts",
+    "limits": "a mapping with max_in_flight, creates_per_minute, create_burst and max_attempts",
     "limits.max_in_flight": "a whole number greater than 0, such as 8",
     "limits.creates_per_minute": "a number greater than 0, such as 120",
     "limits.max_attempts": "a whole number of at least 1, such as 5",
+    "limits.create_burst": "a number of at least 1, at most creates_per_minute, such as 10",
     "budget": "a mapping with max_jobs (creates per run), max_cost (per campaign) and "
     "price_per_image, such as {max_jobs: 500, max_cost: 40, price_per_image: 0.04}",
     "budget.max_jobs": "a whole number greater than 0: at most this many creates per run, "
@@ -154,6 +161,7 @@ class _LimitsIn(_Strict):
     max_in_flight: Annotated[int, Field(gt=0)] | None = None
     creates_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     max_attempts: Annotated[int, Field(ge=1)] | None = None
+    create_burst: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
 
 
 class _BudgetIn(_Strict):
@@ -280,6 +288,29 @@ def _is_key(node: yaml.Node, part: Any) -> bool:
 
 def load_jobfile(path: str | os.PathLike[str]) -> Campaign:
     """Read, validate and expand the job file at `path`. Raises InputError on any bad input."""
+    with _collector_paused():
+        return _load(path)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a job file is loaded.
+
+    100,000 prompts make a few hundred thousand objects that all stay alive, and the collector
+    walks every one of them again each time their number has grown by a quarter: a quarter of
+    the loading time, to find no garbage. Reference counting frees everything as usual meanwhile.
+    """
+    if not gc.isenabled():  # paused already, by whoever will resume it
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _load(path: str | os.PathLike[str]) -> Campaign:
     shown = os.fspath(path)
     job_path = Path(shown)
     doc = _parse(job_path, shown)
@@ -313,8 +344,9 @@ def load_jobfile(path: str | os.PathLike[str]) -> Campaign:
     if spec.prompts_file is not None:
         place = doc.place(("prompts_file",))
         for entry in read_prompts_file(spec.prompts_file, place, base_dir, doc.shown):
-            locate = functools.partial(_below, entry.place)
-            entry.overrides = _local_images(entry.overrides, base_dir, style, locate)
+            if entry.overrides:  # most lines are a prompt alone: nothing to resolve
+                locate = functools.partial(_below, entry.place)
+                entry.overrides = _local_images(entry.overrides, base_dir, style, locate)
             entries.append(entry)
     if not entries and spec.prompts_file is not None and not spec.prompts:
         raise doc.place(("prompts_file",)).error(
@@ -349,15 +381,28 @@ def job_key(model: str, effective_input: dict[str, Any], variant: int, seeded: b
     is the same whichever variant produced that seed. A local image enters by its content, not
     its path (see `runner.inputs.key_view`).
     """
-    obj: dict[str, Any] = {"model": model, "input": key_view(effective_input)}
+    view = key_view(effective_input)
+    return _view_key(model, view, canonical_json(view), variant, seeded)
+
+
+def _view_key(model: str, view: Any, view_json: str, variant: int, seeded: bool) -> str:
+    """`job_key` of the input whose `key_view` is `view`, and `input_view` is `view_json`.
+
+    What is hashed is json.dumps(sort_keys=True, separators=(",", ":")) of {"input": view,
+    "model": model} (and "variant"), as it has always been; it is written around `view_json`,
+    which the store hashes again for the fingerprint, rather than encoding the input twice.
+    """
+    if not view_json.isascii() or "\x7f" in view_json:
+        # json.dumps escapes these characters, which `view_json` holds as they are.
+        view_json = _CANONICAL.encode(view)
+    text = f'{{"input":{view_json},"model":{_CANONICAL.encode(model)}'
     if not seeded and variant > 0:
-        obj["variant"] = variant
-    return "h" + _digest(obj)[:20]
+        text += f',"variant":{variant}'
+    return "h" + hashlib.sha256(f"{text}}}".encode()).hexdigest()[:20]
 
 
 def _digest(obj: Any) -> str:
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(obj).encode("utf-8")).hexdigest()
 
 
 # --- reading and parsing ---------------------------------------------------------------------
@@ -748,6 +793,8 @@ def _limits(provider: ProviderConfig, given: _LimitsIn | None) -> Limits:
         limits = replace(limits, creates_per_minute=float(given.creates_per_minute))
     if given.max_attempts is not None:
         limits = replace(limits, max_attempts=given.max_attempts)
+    if given.create_burst is not None:
+        limits = replace(limits, create_burst=float(given.create_burst))
     return limits
 
 
@@ -849,6 +896,83 @@ def _variant_count(variants: Variants) -> int:
 def _expand(
     entries: list[Entry], matrix: _Matrix, defaults: dict[str, Any], default_variants: Variants
 ) -> tuple[list[JobSpec], int]:
+    _check_ids_unique(entries)
+    jobs: list[JobSpec] = []
+    # Each key's first job: its entry and variant when it has an id (to name both when an id
+    # collides), else None.
+    owners: dict[str, tuple[Entry, int] | None] = {}
+    duplicates = 0
+    several_models = len(matrix.models) > 1
+    images: list[FolderImage | None] = [*matrix.images] or [None]
+    # A prompts file gives up to 100,000 prompts that differ in their text alone: what their
+    # jobs share is worked out once, not once a prompt. Jobs share what their input has besides
+    # prompt, image and seed, nested values included: nothing changes an input once it is made.
+    plain = _merge(defaults, {})
+    plain_seeds = _seeds(plain, default_variants)
+    for entry in entries:
+        if entry.overrides or entry.variants is not None:
+            merged = _merge(defaults, entry.overrides)
+            variants = entry.variants if entry.variants is not None else default_variants
+            seeds = _seeds(merged, variants)
+        else:
+            merged, seeds = plain, plain_seeds
+        for prompt, used in expand_template(entry.prompt, matrix.top_vars, entry.vars, entry.place):
+            slug = slugify(prompt)
+            for image, model, (v, seed) in itertools.product(images, matrix.models, seeds):
+                effective = {**merged, "prompt": prompt}
+                if image is not None:
+                    effective[matrix.image_field] = field_value(matrix.image_field, image.marker)
+                if seed is not None:
+                    effective["seed"] = seed
+                view = key_view(effective)
+                view_json = canonical_json(view)
+                if entry.id is not None:
+                    key = _id_key(entry.id, used, image, v, model if several_models else None)
+                else:
+                    key = _view_key(model, view, view_json, v, seeded=seed is not None)
+                if key in owners:
+                    first = owners[key]
+                    if entry.id is not None and first is not None:
+                        other, other_v = first
+                        raise entry.place.error(
+                            f"variant {v} of id {entry.id!r} gets the key {key!r}, which "
+                            f"variant {other_v} of id {other.id!r} (line {other.place.line}) "
+                            "already has.",
+                            "Rename one of the ids.",
+                        )
+                    duplicates += 1
+                    continue
+                owners[key] = None if entry.id is None else (entry, v)
+                meta: dict[str, Any] = {
+                    "prompt": prompt,
+                    "id": entry.id,
+                    "variant": v,
+                    "seed": seed,
+                    "slug": slug,
+                    "source": entry.source,
+                }
+                # Only what a job has, so that files without the newer fields keep their old meta.
+                if used:
+                    meta["vars"] = used
+                if image is not None:
+                    meta["image"] = image.rel
+                if matrix.reuse:
+                    meta["reuse"] = True
+                index = len(jobs) + 1
+                jobs.append(
+                    JobSpec(
+                        key=key,
+                        index=index,
+                        model=model,
+                        input=effective,
+                        meta=meta,
+                        view=view_json,
+                    )
+                )
+    return jobs, duplicates
+
+
+def _check_ids_unique(entries: list[Entry]) -> None:
     ids: dict[str, Entry] = {}
     for entry in entries:
         if entry.id is None:
@@ -861,59 +985,6 @@ def _expand(
                 "Ids must be unique; rename one.",
             )
         ids[entry.id] = entry
-
-    jobs: list[JobSpec] = []
-    owners: dict[str, tuple[Entry, int]] = {}
-    duplicates = 0
-    several_models = len(matrix.models) > 1
-    images: list[FolderImage | None] = [*matrix.images] or [None]
-    for entry in entries:
-        variants = entry.variants if entry.variants is not None else default_variants
-        merged = _merge(defaults, entry.overrides)
-        prompts = expand_template(entry.prompt, matrix.top_vars, entry.vars, entry.place)
-        shapes = itertools.product(prompts, images, matrix.models, range(_variant_count(variants)))
-        for (prompt, used), image, model, v in shapes:
-            effective = copy.deepcopy(merged)
-            effective["prompt"] = prompt
-            if image is not None:
-                effective[matrix.image_field] = field_value(matrix.image_field, image.marker)
-            seed = _seed(effective, variants, v)
-            if seed is not None:
-                effective["seed"] = seed
-            if entry.id is not None:
-                key = _id_key(entry.id, used, image, v, model if several_models else None)
-            else:
-                key = job_key(model, effective, v, seeded=seed is not None)
-            if key in owners:
-                other, other_v = owners[key]
-                if entry.id is not None and other.id is not None:
-                    raise entry.place.error(
-                        f"variant {v} of id {entry.id!r} gets the key {key!r}, which variant "
-                        f"{other_v} of id {other.id!r} (line {other.place.line}) already has.",
-                        "Rename one of the ids.",
-                    )
-                duplicates += 1
-                continue
-            owners[key] = (entry, v)
-            meta: dict[str, Any] = {
-                "prompt": prompt,
-                "id": entry.id,
-                "variant": v,
-                "seed": seed,
-                "slug": slugify(prompt),
-                "source": entry.source,
-            }
-            # Only what a job has, so that files without the newer fields keep their old meta.
-            if used:
-                meta["vars"] = used
-            if image is not None:
-                meta["image"] = image.rel
-            if matrix.reuse:
-                meta["reuse"] = True
-            jobs.append(
-                JobSpec(key=key, index=len(jobs) + 1, model=model, input=effective, meta=meta)
-            )
-    return jobs, duplicates
 
 
 def _id_key(
@@ -940,10 +1011,15 @@ def _id_key(
     return key
 
 
-def _seed(effective: dict[str, Any], variants: Variants, v: int) -> int | None:
+def _seeds(input: dict[str, Any], variants: Variants) -> list[tuple[int, int | None]]:
+    """Each variant's number and seed (None: the provider picks one)."""
+    return [(v, _seed(input, variants, v)) for v in range(_variant_count(variants))]
+
+
+def _seed(input: dict[str, Any], variants: Variants, v: int) -> int | None:
     if isinstance(variants, list):
         return variants[v]
-    base = effective.get("seed")
+    base = input.get("seed")
     if isinstance(base, int) and not isinstance(base, bool):
         return base + v
     return None
@@ -961,6 +1037,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_names_unique(doc: _Doc, campaign: str, template: str, jobs: list[JobSpec]) -> None:
+    if template == DEFAULT_TEMPLATE:
+        return  # each name begins with its own job's index and a dash: never two alike
     taken: dict[str, JobSpec] = {}
     for job in jobs:
         name = render_filename(template, job_fields(campaign, job), ext="img", n=1, outputs=1)

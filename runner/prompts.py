@@ -396,10 +396,13 @@ def _lines(text: str) -> list[str]:
 
 def _from_txt(text: str, file_place: Place, rel: str) -> list[Entry]:
     entries = []
+    file, field, context = file_place.file, file_place.field, file_place.context
     for number, line in enumerate(_lines(text), start=1):
         prompt = line.strip()
         if prompt and not prompt.startswith("#"):
-            place = replace(file_place, line=number)
+            # Place(...) rather than replace(file_place, ...), which costs several times more
+            # and is paid once a line: a prompts file may have 100,000 of them.
+            place = Place(file, number, field, context)
             check_prompt(prompt, place)
             entries.append(Entry(prompt, None, None, {}, f"{rel}:{number}", place))
     return entries
@@ -549,6 +552,8 @@ def placeholders(template: str) -> list[str]:
 
 def template_size(template: str, top: Vars | None, own: Vars | None, place: Place) -> int:
     """How many prompts `template` expands to; InputError for a placeholder without values."""
+    if top is None and own is None:
+        return 1  # not a template: see expand_template
     return math.prod(len(values) for _, values in _template_values(template, top, own, place))
 
 

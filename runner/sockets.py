@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -26,3 +34,35 @@ def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
+
+
+@asynccontextmanager
+async def uvicorn_running(
+    server: uvicorn.Server, sock: socket.socket, what: str
+) -> AsyncIterator[anyio.Event]:
+    """Run `server` on `sock` beside the block, which begins once it accepts connections and
+    gets an event set when the server stops. When the block ends, or is cancelled, the server
+    is asked to exit and allowed to finish closing its connections (shielded) instead of being
+    torn down mid-shutdown. The socket is closed at the end. `what` names it in errors."""
+    stopped = anyio.Event()
+
+    async def run() -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await server.serve(sockets=[sock])
+        finally:
+            stopped.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            try:
+                while not server.started:
+                    if stopped.is_set():
+                        raise RuntimeError(f"{what} stopped while starting")
+                    await anyio.sleep(0.005)
+                yield stopped
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.polling import Timing, next_poll_delay
+from runner.polling import Timing, generation_estimate, next_poll_delay, usable_progress
 from runner.providers.base import ErrorKind, Phase, ProviderError, RemoteStatus, Submission
 from runner.retry import RetryPolicy, backoff, time_scale
 
@@ -133,6 +133,9 @@ class Job:
     submitted_at: float | None = None
     ready_at: float | None = None
     finished_at: float | None = None
+    # Generation time: while running, as the provider's progress foretells it (if it does);
+    # once ready, as the looks at it tell (see runner.polling.generation_estimate).
+    generation_s: float | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     created_at: float = 0.0
@@ -201,10 +204,35 @@ def on_input_gone(job: Job, now: float, reason: str) -> Change:
     return _finish(job, State.FAILED, now, f"input file changed since it was queued: {reason}")
 
 
+def _generation(job: Job, now: float, timing: Timing | None) -> float | None:
+    """The job's generation time as learned from its looks (its last write was the last look
+    that found it unfinished, or the create's answer)."""
+    if job.submitted_at is None:
+        return None
+    return generation_estimate(
+        submitted=job.submitted_at,
+        last_look=job.updated_at,
+        planned=job.next_attempt_at,
+        seen=now,
+        foretold=job.generation_s,
+        prior=timing,
+    )
+
+
+def _started(job: Job) -> float:
+    """When the provider started the job's clock, as well as we know: before any query, the
+    last write was the create's answer, and the clock started between sending and that answer
+    (a `progress` counts from there)."""
+    assert job.submitted_at is not None
+    if job.polls == 0 and job.updated_at > job.submitted_at:
+        return (job.submitted_at + job.updated_at) / 2
+    return job.submitted_at
+
+
 def _poll_at(
     job: Job, now: float, rng: random.Random, timing: Timing | None, progress: float | None = None
 ) -> float:
-    elapsed = now - job.submitted_at if job.submitted_at is not None else 0.0
+    elapsed = now - _started(job) if job.submitted_at is not None else 0.0
     return now + next_poll_delay(
         elapsed=elapsed,
         polls=job.polls,
@@ -229,7 +257,10 @@ def on_created(
         "cost": submission.cost,
         "error": None,
     }
-    moved = Job(**{**job.__dict__, "state": State.RUNNING, **values})
+    # The answer itself is the look: a result final in it was ready by now (`Prefer: wait`
+    # answers the moment it is).
+    looked = {"updated_at": now, "next_attempt_at": now}
+    moved = Job(**{**job.__dict__, "state": State.RUNNING, **values, **looked})
     outcome = on_status(moved, submission.status, now, rng, timing)
     change = outcome.change
     return Outcome(Change(job.id, job.state, change.to, {**values, **change.values}), outcome.halt)
@@ -367,6 +398,7 @@ def on_status(
                 {
                     "output_urls": list(status.outputs),
                     "ready_at": now,
+                    "generation_s": _generation(job, now, timing),
                     "next_attempt_at": now,
                     "error": None,
                     "strikes": 0,
@@ -389,6 +421,11 @@ def on_status(
         return Outcome(_lost_or_retry(job, "task not found at the provider", now, rng))
     # Pending, running, or a status never seen before: poll again later.
     note = None if phase is not Phase.UNKNOWN else f"unknown status {status.raw_status!r}"
+    if usable_progress(status.progress) and job.submitted_at is not None:
+        assert status.progress is not None
+        started = _started(job)
+        ready = started + (now - started) / status.progress  # when it will be, by its progress
+        extra["generation_s"] = ready - job.submitted_at
     return Outcome(
         Change(
             job.id,

@@ -48,7 +48,7 @@ from starlette.routing import Route
 
 from runner.errors import InputError
 from runner.providers.base import ProviderError, WebhookSource
-from runner.sockets import bind_tcp, url_of
+from runner.sockets import bind_tcp, url_of, uvicorn_running
 
 log = logging.getLogger("runner.webhooks")
 
@@ -314,30 +314,9 @@ async def serve(
         timeout_graceful_shutdown=2,
     )
     server = _Server(config)
-    stopped = anyio.Event()
-
-    async def run_server() -> None:
-        try:
-            with anyio.CancelScope(shield=True):  # asked to exit below, then let it finish
-                await server.serve(sockets=[sock])
-        finally:
-            stopped.set()
-
-    url = url_of(sock)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run_server)
-            try:
-                while not server.started:
-                    if stopped.is_set():
-                        raise RuntimeError("the webhook receiver stopped while starting")
-                    await anyio.sleep(0.005)
-                task_status.started(url)
-                await stopped.wait()
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()
+    async with uvicorn_running(server, sock, "the webhook receiver") as stopped:
+        task_status.started(url_of(sock))
+        await stopped.wait()
 
 
 # -- wiring ---------------------------------------------------------------------------------

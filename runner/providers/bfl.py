@@ -16,7 +16,7 @@ import httpx
 
 from runner.campaign import ProviderConfig
 from runner.providers.base import ErrorKind, Handle, Phase, ProviderError, RemoteStatus, Submission
-from runner.providers.errors import request_json
+from runner.providers.errors import api_url, request_json
 
 _PHASES = {
     "Pending": Phase.PENDING,
@@ -90,7 +90,7 @@ class BflProvider:
         self, model: str, input: dict[str, Any], *, deadline_seconds: float | None
     ) -> Submission:
         _, answer = await request_json(
-            self.client, "POST", f"{self.base}/v1/{model}", "create", json=input
+            self.client, "POST", api_url(f"{self.base}/v1/{model}"), "create", json=input
         )
         if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
             raise ProviderError(ErrorKind.PROTOCOL, f"create answer has no id: {str(answer)[:200]}")

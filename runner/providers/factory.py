@@ -43,7 +43,8 @@ def make_provider(
         timeout=httpx.Timeout(timeout, read=timeout + wait),
         # The key must go to the API host only: never follow a redirect elsewhere with it.
         follow_redirects=False,
-        transport=transport or fast_transport(64),
+        # the worker's creates (PoolOptions.submitters) and queries at once, and some room
+        transport=transport or fast_transport(192),
     )
     if config.style == "bfl":
         return BflProvider(config, client)

@@ -23,7 +23,7 @@ import httpx
 from runner.campaign import ProviderConfig
 from runner.durations import format_duration
 from runner.providers.base import ErrorKind, Handle, Phase, ProviderError, RemoteStatus, Submission
-from runner.providers.errors import request_json
+from runner.providers.errors import api_url, request_json
 
 _VERSION_ID = re.compile(r"[0-9a-f]{64}")
 _PHASES = {
@@ -141,10 +141,10 @@ class ReplicateProvider:
             seconds = max(MIN_CANCEL_AFTER, math.ceil(deadline_seconds))
             headers["Cancel-After"] = format_duration(seconds)
         if is_version(model):
-            url = f"{self.base}/v1/predictions"
+            url = api_url(f"{self.base}/v1/predictions")
             body: dict[str, Any] = {"version": model, "input": input}
         else:
-            url = f"{self.base}/v1/models/{model}/predictions"
+            url = api_url(f"{self.base}/v1/models/{model}/predictions")
             body = {"input": input}
         if self.webhook_url is not None:
             body["webhook"] = self.webhook_url

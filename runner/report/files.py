@@ -70,8 +70,9 @@ def write_bytes_atomically(target: Path, data: bytes) -> bool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temp, target)
-    finally:
+    except BaseException:
         temp.unlink(missing_ok=True)
+        raise
     return True
 
 

@@ -7,6 +7,7 @@ Three shapes, each documented in the README and kept stable (fields are only eve
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from importlib import metadata
@@ -61,6 +62,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
 
 
+@functools.cache
 def runner_version() -> str:
     try:
         return metadata.version("runner")

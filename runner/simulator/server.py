@@ -19,7 +19,7 @@ from runner.simulator.app import create_app
 from runner.simulator.config import SimConfig
 from runner.simulator.state import Simulator
 from runner.simulator.webhooks import deliver
-from runner.sockets import bind_tcp, url_of
+from runner.sockets import bind_tcp, url_of, uvicorn_running
 
 _STOP_TIMEOUT = 10.0
 
@@ -61,41 +61,27 @@ async def serve(
     log_filter = _HideDroppedResponses()
     error_log = logging.getLogger("uvicorn.error")
     error_log.addFilter(log_filter)
-    stopped = anyio.Event()
     senders = anyio.CancelScope()
 
     async def send_webhooks(url: str) -> None:
         with senders:
             await deliver(sim, url)
 
-    async def run_server() -> None:
-        try:
-            # shielded: on cancellation uvicorn is asked to exit and then allowed to finish
-            # closing its connections, instead of being torn down mid-shutdown
-            with anyio.CancelScope(shield=True):
-                await server.serve(sockets=[sock])
-        finally:
-            stopped.set()
-
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run_server)
+        async with (
+            uvicorn_running(server, sock, "the simulator's HTTP server") as stopped,
+            anyio.create_task_group() as tg,
+        ):
+            url = url_of(sock)
+            tg.start_soon(send_webhooks, url)
             try:
-                while not server.started:
-                    if stopped.is_set():
-                        raise RuntimeError("the simulator's HTTP server stopped while starting")
-                    await anyio.sleep(0.005)
-                url = url_of(sock)
-                tg.start_soon(send_webhooks, url)
                 task_status.started(url)
                 await stopped.wait()
             finally:
                 senders.cancel()
-                app.state.stopping = True
-                server.should_exit = True
+                app.state.stopping = True  # held `Prefer: wait` requests end; then it exits
     finally:
         error_log.removeFilter(log_filter)
-        sock.close()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ and so the hot statements (claiming, applying a change) are visible in one place
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,14 +28,23 @@ def _dialect_insert(dialect: str) -> Any:
     return sqlite.insert
 
 
-def insert_jobs_ignoring_existing(dialect: str) -> Executable:
+def insert_jobs_ignoring_existing(dialect: str) -> sa.Insert:
     """INSERT that skips rows whose (campaign, key) already exists: enqueue is idempotent.
 
-    Executed with a list of rows: SQLAlchemy batches them ("insertmanyvalues") without
-    compiling a statement per batch.
+    Executed for a list of rows at once. The rows give `input` and `meta` as JSON text, under
+    `input_json` and `meta_json`, and that text is stored as it is: each job's JSON is encoded
+    once, by the caller, not once more by the JSON type. Inline: without a RETURNING of the new
+    ids, which nothing reads.
     """
+
+    def json_text(name: str) -> Any:
+        text = sa.bindparam(name, type_=sa.Text)
+        # SQLite keeps JSON as text; PostgreSQL takes text into a json column only by a cast.
+        return sa.cast(text, sa.JSON) if dialect == "postgresql" else text
+
     insert = _dialect_insert(dialect)
-    return insert(jobs).on_conflict_do_nothing(index_elements=["campaign", "key"])
+    stmt = insert(jobs).values(input=json_text("input_json"), meta=json_text("meta_json"))
+    return stmt.inline().on_conflict_do_nothing(index_elements=["campaign", "key"])
 
 
 def existing_keys(campaign: str, keys: Sequence[str]) -> Executable:
@@ -89,12 +99,28 @@ def claim(
 
 def apply_change(
     job_id: int, expect: State, owner: str | None, values: dict[str, Any], now: float
-) -> Executable:
-    """Move one job, refused by the database unless it is still in `expect` (and still ours)."""
-    where = [jobs.c.id == job_id, jobs.c.state == expect.value]
+) -> tuple[Executable, dict[str, Any]]:
+    """Move one job, refused by the database unless it is still in `expect` (and still ours).
+
+    A statement and its parameters: the statement depends only on which columns change, so
+    it is built once per such set and reused (building one costs more than running it)."""
+    params = {f"v_{key}": value for key, value in values.items()}
+    params.update(w_id=job_id, w_state=expect.value, v_updated_at=now)
     if owner is not None:
-        where.append(jobs.c.lease_owner == owner)
-    return sa.update(jobs).where(*where).values(**values, updated_at=now)
+        params["w_owner"] = owner
+    return _change_statement(tuple(sorted(values)), owner is not None), params
+
+
+@functools.lru_cache(maxsize=512)
+def _change_statement(columns: tuple[str, ...], owned: bool) -> Executable:
+    where = [jobs.c.id == sa.bindparam("w_id"), jobs.c.state == sa.bindparam("w_state")]
+    if owned:
+        where.append(jobs.c.lease_owner == sa.bindparam("w_owner"))
+    sets = {
+        name: sa.bindparam(f"v_{name}", type_=jobs.c[name].type)
+        for name in (*columns, "updated_at")
+    }
+    return sa.update(jobs).where(*where).values(sets)
 
 
 def release_lease(job_id: int, owner: str, due_at: float | None) -> Executable:
@@ -323,14 +349,14 @@ def done_with_input(input_hash: str, exclude_id: int) -> Executable:
 
 
 def recent_durations(provider: str, model: str, limit: int) -> Executable:
-    """Submission-to-ready times of a model's most recent results, for the poll schedule."""
+    """Generation times of a model's most recent results, for the poll schedule."""
     return (
-        sa.select(jobs.c.ready_at - jobs.c.submitted_at)
+        sa.select(jobs.c.generation_s)
         .where(
             jobs.c.model == model,
             jobs.c.provider == provider,
             jobs.c.ready_at.is_not(None),
-            jobs.c.submitted_at.is_not(None),
+            jobs.c.generation_s.is_not(None),
         )
         .order_by(jobs.c.ready_at.desc())
         .limit(limit)

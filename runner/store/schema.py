@@ -6,12 +6,14 @@ floats, and both SQLite and PostgreSQL compare them with the same indexes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
 # The newest migration: the tables below are what it leaves (a test checks both).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0005"
 
 campaigns = sa.Table(
     "campaigns",
@@ -22,6 +24,13 @@ campaigns = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+def not_null(column: str) -> dict[str, Any]:
+    """The options of a partial index holding only the rows where `column` is not NULL."""
+    where = sa.text(f"{column} IS NOT NULL")
+    return {"sqlite_where": where, "postgresql_where": where}
+
 
 jobs = sa.Table(
     "jobs",
@@ -62,16 +71,21 @@ jobs = sa.Table(
     sa.Column("input_hash", sa.String(64), nullable=True),
     # How often the output URLs were re-read because a download found them gone.
     sa.Column("url_refreshes", sa.Integer, nullable=False, server_default="0"),
+    # When the result became ready, less when it was submitted, as well as the looks at it
+    # tell (the poll schedule learns from it); NULL when they tell too little.
+    sa.Column("generation_s", sa.Float, nullable=True),
     sa.UniqueConstraint("campaign", "key", name="uq_jobs_campaign_key"),
     # Claiming: due jobs of a state, oldest due first.
     sa.Index("ix_jobs_state_due", "state", "next_attempt_at"),
     # Status: counts and cost per campaign and state, and the recent finishes.
     sa.Index("ix_jobs_campaign_state_cost", "campaign", "state", "cost"),
-    sa.Index("ix_jobs_campaign_finished", "campaign", "finished_at"),
-    sa.Index("ix_jobs_lease_owner", "lease_owner"),
+    # The indexes of columns that a queued job leaves NULL hold only the rows that have a value
+    # (a condition every query of them implies), so enqueueing does not write to them.
+    sa.Index("ix_jobs_campaign_finished", "campaign", "finished_at", **not_null("finished_at")),
+    sa.Index("ix_jobs_lease_owner", "lease_owner", **not_null("lease_owner")),
     sa.Index("ix_jobs_input_hash_state", "input_hash", "state"),
     # Learning generation times: the most recent finished jobs of a model.
-    sa.Index("ix_jobs_model_ready", "model", "ready_at"),
+    sa.Index("ix_jobs_model_ready", "model", "ready_at", **not_null("ready_at")),
 )
 
 # Every `runner run` / `runner work` process, so `runner status` shows who is working and each

@@ -11,6 +11,7 @@ file is only ever created directly inside the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,6 +32,7 @@ from runner.providers.factory import fast_transport
 MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
+SPOOL = 8 * 1024 * 1024  # bytes of a body held in memory before it goes to disk
 ALLOWED_SCHEMES = ("http", "https")
 _MAX_TAG = 100  # characters of the tag kept in a temporary file's name
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -185,14 +188,12 @@ def _place(temp: Path, folder: Path, name_for: Callable[[str], str], ext: str, d
     for attempt in range(1, 1000):
         name = base if attempt == 1 else f"{stem}~{attempt}{dot}{suffix}"
         final = folder / name
-        if final.exists():
+        try:
+            os.link(temp, final)  # fails if the name is taken: never a silent overwrite
+        except FileExistsError:
             if final.is_file() and _sha256(final) == digest:
                 temp.unlink()  # a previous run saved this very file before it could record it
                 return final
-            continue
-        try:
-            os.link(temp, final)  # fails if the name appeared meanwhile: no silent overwrite
-        except FileExistsError:
             continue
         temp.unlink()
         _fsync_dir(folder)
@@ -243,6 +244,11 @@ async def download(
     digest = hashlib.sha256()
     received = 0
     head = b""
+    # The body is held in memory up to SPOOL bytes, then goes on to the temporary file: an
+    # image of a few MB costs one trip to a thread for the disk, not one per chunk.
+    spool = bytearray()
+    fh: BinaryIO | None = None
+    saved = False
     try:
         try:
             async with client.stream("GET", url) as response:
@@ -256,26 +262,22 @@ async def download(
                     raise DownloadError(
                         f"the output is {expected} bytes, more than the cap of {max_bytes} bytes"
                     )
-                with _writing(folder):
-                    fh = await anyio.open_file(temp, "wb")
-                try:
-                    async for chunk in response.aiter_raw(CHUNK):
-                        received += len(chunk)
-                        if received > max_bytes:
-                            raise DownloadError(
-                                f"the output is larger than the cap of {max_bytes} bytes"
-                            )
-                        if len(head) < 16:
-                            head += chunk[: 16 - len(head)]
-                        digest.update(chunk)
+                async for chunk in response.aiter_raw(CHUNK):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise DownloadError(
+                            f"the output is larger than the cap of {max_bytes} bytes"
+                        )
+                    if len(head) < 16:
+                        head += chunk[: 16 - len(head)]
+                    digest.update(chunk)
+                    spool += chunk
+                    if len(spool) > SPOOL:
                         with _writing(folder):
-                            await fh.write(chunk)
-                    with _writing(folder):
-                        await fh.flush()
-                        await anyio.to_thread.run_sync(os.fsync, fh.wrapped.fileno())
-                finally:
-                    with anyio.CancelScope(shield=True), _writing(folder):
-                        await fh.aclose()  # a full disk may only show when the file is closed
+                            if fh is None:
+                                fh = await anyio.to_thread.run_sync(_create, temp)
+                            await anyio.to_thread.run_sync(fh.write, bytes(spool))
+                        spool.clear()
         except httpx.TooManyRedirects:
             raise DownloadError(
                 f"the output URL redirected more than {client.max_redirects} times"
@@ -296,11 +298,47 @@ async def download(
             raise DownloadError("the output is not an image (unknown file signature)")
         sha = digest.hexdigest()
         with _writing(folder):
-            final = await anyio.to_thread.run_sync(_place, temp, folder, name_for, ext, sha)
+            final = await anyio.to_thread.run_sync(
+                _save, temp, fh, bytes(spool), folder, name_for, ext, sha
+            )
+        saved = True
         return SavedFile(path=str(final), sha256=sha, bytes=received, url=url)
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
+        if not saved and (fh is not None or temp.exists()):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_discard, temp, fh)
+
+
+def _create(temp: Path) -> BinaryIO:
+    """The temporary file, new (never one that exists), readable by its owner and group."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    return os.fdopen(fd, "wb")
+
+
+def _save(
+    temp: Path,
+    fh: BinaryIO | None,
+    rest: bytes,
+    folder: Path,
+    name_for: Callable[[str], str],
+    ext: str,
+    sha: str,
+) -> Path:
+    """Write the rest of the body to the temporary file, make it durable, give it its name."""
+    if fh is None:
+        fh = _create(temp)
+    with fh:  # a full disk may only show when the file is closed
+        fh.write(rest)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return _place(temp, folder, name_for, ext, sha)
+
+
+def _discard(temp: Path, fh: BinaryIO | None) -> None:
+    if fh is not None:
+        with contextlib.suppress(OSError):
+            fh.close()
+    temp.unlink(missing_ok=True)
 
 
 def copy_file(source: Path, folder: Path, name_for: Callable[[str], str], tag: str) -> SavedFile:

@@ -33,27 +33,31 @@ import httpx
 from runner import states
 from runner.budget import allowance
 from runner.campaign import CampaignSettings
-from runner.inputs import FileChangedError, materialize
-from runner.limits import Share, TokenBucket
+from runner.inputs import FileChangedError, has_files, materialize
+from runner.limits import CreateRate, Share
 from runner.naming import job_fields, render_filename
-from runner.polling import Timing
+from runner.polling import Timing, usable_progress
 from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.report.provenance import after_download
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
+from runner.worker.batch import GroupCommit
 from runner.worker.download import DownloadError, copy_file, download, sweep_stale_temps
 
 log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
-COALESCE = 0.005  # seconds: finished tasks within this window share one round of claims
+COALESCE = 0.002  # seconds: finished tasks within this window share one round of claims
 BUG_BACKOFF = 30.0  # seconds before a job that hit an unexpected error is tried again
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class PoolOptions:
-    submitters: int = 32  # create calls at once (also bounded by each campaign's max in flight)
+    # Create calls at once (also bounded by each campaign's max in flight). With `Prefer: wait`
+    # a create lasts as long as its generation, so this must cover a minute's creates of a
+    # few seconds each, or it, not the provider, would set the pace.
+    submitters: int = 128
     pollers: int = 32
     downloaders: int = 32
     tick: float = 0.5  # longest sleep between looks at the queue
@@ -67,11 +71,12 @@ class PoolOptions:
 class Account:
     """One provider account: every campaign using it shares its create rate and slots."""
 
-    bucket: TokenBucket
+    bucket: CreateRate
     share: Share
     max_in_flight: int
     names: list[str] = field(default_factory=list)
     per_minute: float = 0.0  # the account's create rate, split between the live workers
+    burst: float = 1.0  # ... and its creates at once
     key: str = ""  # names the account's lock for claims across processes
 
     def room(
@@ -179,7 +184,9 @@ class Worker:
         self._stop = anyio.Event()
         self._wake = anyio.Event()
         self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
+        self._writes = GroupCommit(partial(self._db_call, self.store.apply_many, owner=self.owner))
         self._timings: dict[tuple[str, str], Timing] = {}
+        self._token_at = float("inf")  # when the next create is allowed, if one had to wait
         # Per campaign, for budget.max_jobs: creates made in this run, and jobs held to submit.
         self.created: Counter[str] = Counter()
         self.submitting: Counter[str] = Counter()
@@ -190,8 +197,7 @@ class Worker:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db)
 
     async def _apply(self, change: Change, *, release: bool = True) -> bool:
-        with anyio.CancelScope(shield=True):
-            ok = await self._db_call(self.store.apply, change, owner=self.owner, release=release)
+        ok = await self._writes.apply(change, release)  # shielded: persisting is never cut short
         if not ok:
             log.warning("job %s changed under us; left as it is", change.job_id)
         return ok
@@ -272,7 +278,9 @@ class Worker:
         for account in accounts.values():
             sharing = sum(1 for w in alive if set(w.campaigns) & set(account.names))
             if account.per_minute > 0:
-                account.bucket.resize(account.per_minute / max(1, sharing), self.clock())
+                share = max(1, sharing)
+                limit, burst = account.per_minute / share, account.burst / share
+                account.bucket.resize(limit, burst, self.clock())
 
     async def _schedule(self, tg: anyio.abc.TaskGroup, names: list[str]) -> None:
         last_sweep = 0.0
@@ -313,17 +321,24 @@ class Worker:
         return True
 
     async def _sleep(self, due: dict[State, float], waiting: set[State]) -> None:
-        """Until the next job falls due, a task finishes, or a tick passes; then a short pause
-        more, so that a burst of finished tasks is answered with one round of claims."""
+        """Until the next job falls due, a task finishes, or a tick passes; after a task
+        finished, a short pause more, so that a burst of finished tasks is answered with one
+        round of claims (a job falling due is looked at at once)."""
         self._wake = anyio.Event()
         targets = [at for state, at in due.items() if state not in waiting]
+        if State.QUEUED in waiting:
+            targets.append(self._token_at)
+        self._token_at = float("inf")
         delay = self.options.tick
         if targets:
             delay = min(delay, max(0.0, min(targets) - self.clock()))
         if delay > 0:
             with anyio.move_on_after(delay):
                 await self._wake.wait()
-        await anyio.sleep(COALESCE)
+        # A task finished: others finishing with it share the round. Or what is due is in
+        # hand already (leased by a task of ours): no spinning on it meanwhile.
+        if self._wake.is_set() or delay <= 0:
+            await anyio.sleep(COALESCE)
 
     async def _claim_and_start(
         self, tg: anyio.abc.TaskGroup, active: list[str], now: float, due: dict[State, float]
@@ -362,7 +377,10 @@ class Worker:
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
         for account in accounts.values():
             names = [n for n in account.names if n in active and self.campaigns[n].submits]
-            local = min(opts.submitters - self.in_hand["submit"], account.bucket.available(now))
+            tokens = account.bucket.available(now)
+            if tokens <= 0:  # look again as soon as the rate allows, not a tick later
+                self._token_at = min(self._token_at, account.bucket.next_token_at(now))
+            local = min(opts.submitters - self.in_hand["submit"], tokens)
             if names and local > 0:  # budgets are read only when something could be claimed
                 caps = await self._budget_caps(names, now)
                 names = [n for n in names if self.campaigns[n].submits]
@@ -457,16 +475,36 @@ class Worker:
             self._timings.setdefault(key, Timing.of(reversed(durations)))
         return self._timings[key]
 
-    def _learn(self, job: Job, change: Change) -> None:
-        if change.to is State.DOWNLOADING and job.submitted_at is not None:
-            ready = change.values.get("ready_at")
-            timing = self._timings.get((job.provider, job.model))
-            if ready is not None and timing is not None:
-                timing.add(ready - job.submitted_at)
+    def _learn(self, job: Job, change: Change, progress: float | None) -> None:
+        timing = self._timings.get((job.provider, job.model))
+        if timing is None:
+            return
+        if usable_progress(progress):
+            timing.reports_progress = True
+        generation = change.values.get("generation_s")
+        if change.to is State.DOWNLOADING and generation is not None:
+            timing.add(generation)
 
     # -- one job ---------------------------------------------------------------------------
 
     async def _submit(self, job: Job) -> None:
+        """Create the job's prediction. Its create was claimed from the account's rate: the
+        claim becomes a send just before the request goes out, or is given up."""
+        rate = self.campaigns[job.campaign].account.bucket
+        sent = False
+
+        def sending() -> None:
+            nonlocal sent
+            sent = True
+            rate.sending(self.clock())
+
+        try:
+            await self._create(job, sending)
+        finally:
+            if not sent:
+                rate.unclaimed()
+
+    async def _create(self, job: Job, sending: Callable[[], None]) -> None:
         runtime = self.campaigns[job.campaign]
         now = self.clock()
         if job.deadline_at is not None and now > job.deadline_at:
@@ -477,7 +515,9 @@ class Worker:
         style = runtime.settings.provider.style
         try:
             # Input images are stored as references; the provider gets their bytes.
-            body = await anyio.to_thread.run_sync(materialize, job.input, style)
+            body = job.input
+            if has_files(job.input):
+                body = await anyio.to_thread.run_sync(materialize, job.input, style)
         except FileChangedError as error:
             await self._apply(states.on_input_gone(job, now, str(error)))
             return
@@ -490,6 +530,7 @@ class Worker:
             states.remaining_deadline(job, now) if runtime.settings.deadline_seconds else None
         )
         try:
+            sending()
             submission = await runtime.provider.create(job.model, body, deadline_seconds=remaining)
         except ProviderError as error:
             policy = self.policies[job.campaign]
@@ -512,7 +553,7 @@ class Worker:
             runtime.account.bucket.accepted()
             timing = await self._timing(job)
             outcome = states.on_created(job, submission, self.clock(), self.rng, timing)
-            self._learn(job, outcome.change)
+            self._learn(job, outcome.change, submission.status.progress)
         await self._settle(job, outcome)
 
     async def _poll(self, job: Job) -> None:
@@ -539,7 +580,7 @@ class Worker:
             self.report.polled += 1
             timing = await self._timing(job)
             outcome = states.on_status(job, status, self.clock(), self.rng, timing)
-            self._learn(job, outcome.change)
+            self._learn(job, outcome.change, status.progress)
             if status.phase.value == "unknown":
                 log.warning("job %s: unknown status %r, polling on", job.key, status.raw_status)
         await self._settle(job, outcome)

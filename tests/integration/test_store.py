@@ -50,6 +50,17 @@ def test_enqueue_is_idempotent_and_adds_only_new_jobs(store: Store) -> None:
     assert store.count_new(campaign(n=7)) == 2
 
 
+def test_enqueue_gives_back_the_page_cache_it_enlarged(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "r.db"))
+    with store.read() as conn:
+        before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    store.enqueue(campaign(n=3))
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == before
+    assert store.engine.pool.checkedin() == 1  # the one connection the enqueue used
+    store.close()
+
+
 def test_claim_leases_each_job_once(store: Store) -> None:
     store.enqueue(campaign(n=5))
     a = store.claim(State.QUEUED, ["c1"], owner="a", now=10.0, lease_seconds=30, limit=3)

@@ -31,7 +31,7 @@ from runner.store import Store, open_store
 from runner.store.schema import jobs
 from runner.webhooks import PATH, Receiver, WebhookOptions, secret_key, serve, sign
 from runner.worker.pool import PoolOptions
-from tests.factories import campaign
+from tests.factories import campaign, finished_history
 
 KEY = "webhook-test-key"
 MODEL = "black-forest-labs/flux-schnell"
@@ -50,19 +50,8 @@ def replicate(sim: SimHandle) -> ProviderConfig:
 
 def learned(store: Store, sim: SimHandle, seconds: float, n: int = 40) -> None:
     """A history of `n` finished generations of MODEL that took `seconds` each."""
-    store.enqueue(campaign(name="history", n=n, provider=replicate(sim), model=MODEL))
-    now = time.time()
-    with store.write() as conn:
-        conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.campaign == "history")
-            .values(
-                state=State.DONE.value,
-                submitted_at=now - 3600 - seconds,
-                ready_at=now - 3600,
-                finished_at=now - 3600,
-            )
-        )
+    history = campaign(name="history", n=n, provider=replicate(sim), model=MODEL)
+    finished_history(store, history, [seconds] * n)
 
 
 def secret_of(sim: SimHandle, key: str = KEY) -> str:

@@ -216,7 +216,7 @@ def run_chaos(
     style: str = "replicate",
     delay: tuple[float, float] = (0.05, 1.2),
     max_in_flight: int = 48,
-    per_minute: float = 1800.0,
+    per_minute: float = 90.0,  # a minute lasts 3 s at the time scale: 1,800 a real minute
     top_up: int = 50,
     final_timeout: float = 240.0,
     say: Callable[[str], None] = print,

@@ -269,6 +269,7 @@ def files_of(folder: Path) -> list[str]:
 # -- download(): what is fetched --------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("spool")
 def test_a_file_is_saved_whole_and_the_file_host_sees_no_credentials(
     host: FileHost, tmp_path: Path
 ) -> None:
@@ -343,7 +344,16 @@ def test_a_redirect_loop_is_given_up_after_the_limit(host: FileHost, tmp_path: P
     assert entries(out) == []
 
 
+@pytest.fixture(params=["in memory", "spilled to disk"])
+def spool(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bodies up to SPOOL bytes are held in memory; larger ones go on to the temporary file
+    as they come. Tests using this run both ways (a 1 KiB spool makes every body spill)."""
+    if request.param == "spilled to disk":
+        monkeypatch.setattr(download_module, "SPOOL", 1024)
+
+
 @pytest.mark.parametrize("route", ["big", "unsized"])
+@pytest.mark.usefixtures("spool")
 def test_the_size_cap_stops_the_download_and_leaves_nothing(
     host: FileHost, tmp_path: Path, route: str
 ) -> None:
@@ -358,6 +368,7 @@ def test_the_size_cap_stops_the_download_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("route", ["big", "unsized"])
+@pytest.mark.usefixtures("spool")
 def test_a_file_of_exactly_the_cap_is_accepted_and_one_byte_more_is_not(
     host: FileHost, tmp_path: Path, route: str
 ) -> None:
@@ -378,6 +389,7 @@ def test_the_default_cap_is_the_module_constant_read_at_each_call(
     assert "cap of 10000 bytes" in str(error)
 
 
+@pytest.mark.usefixtures("spool")
 def test_a_truncated_body_is_an_error_and_leaves_nothing(host: FileHost, tmp_path: Path) -> None:
     out = tmp_path / "out"
     error = refused(f"{host.url}/truncated/50000/1000", out)
@@ -418,6 +430,7 @@ def test_the_file_is_stored_as_served_not_compressed(host: FileHost, tmp_path: P
     assert saved is not None and Path(saved.path).read_bytes() == PNG_A
 
 
+@pytest.mark.usefixtures("spool")
 def test_an_interrupted_download_leaves_no_temporary_file(host: FileHost, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert fetch(f"{host.url}/slow/5", out, cancel_after=0.5) is None

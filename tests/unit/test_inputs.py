@@ -549,3 +549,14 @@ def test_the_styles_matrix_example_loads() -> None:
     scarves = [job for job in campaign.jobs if job.meta["id"] == "scarf"]
     assert len(scarves) == 6 and all(job.key.startswith("scarf~") for job in scarves)
     assert scarves[0].input["prompt"].endswith("storybook illustration")
+
+
+def test_has_files_finds_a_marker_anywhere_and_nothing_else(tmp_path: Path) -> None:
+    from runner.inputs import has_files
+
+    image(tmp_path / "a.png", "PNG")
+    marker = make_marker(tmp_path / "a.png")
+    assert has_files({"input_image": marker})
+    assert has_files({"a": [{"b": [1, marker]}]})
+    assert not has_files({"prompt": "p", "image": "https://x/a.png", "n": [1, {"k": "v"}]})
+    assert not has_files({"$file": 3})  # only a path is a marker

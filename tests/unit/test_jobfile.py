@@ -236,6 +236,18 @@ def test_limits_default_from_the_preset_and_merge(tmp_path: Path) -> None:
     )
     limits = campaign.settings.limits
     assert (limits.max_in_flight, limits.creates_per_minute, limits.max_attempts) == (24, 120, 2)
+    assert limits.create_burst is None  # runner.limits picks a few seconds' worth
+
+
+def test_create_burst_is_taken_and_kept_with_the_campaign(tmp_path: Path) -> None:
+    campaign = load(
+        tmp_path,
+        "campaign: c\nprovider: replicate\nmodel: owner/name\nprompts: [a]\n"
+        "limits: {creates_per_minute: 200, create_burst: 200}\n",
+    )
+    assert campaign.settings.limits.create_burst == 200.0
+    again = type(campaign.settings).from_dict(campaign.settings.to_dict())
+    assert again.limits.create_burst == 200.0
 
 
 def test_provider_mapping_and_version(tmp_path: Path) -> None:
@@ -420,6 +432,7 @@ def test_duplicate_yaml_keys(tmp_path: Path) -> None:
         (HEAD + "prompts:\n  - {prompt: a, variants: 0}\n", ["`prompts[0].variants`"]),
         (HEAD + "prompts: [a]\nlimits: {creates_per_minute: 0}\n", ["`limits.creates_per_minute`"]),
         (HEAD + "prompts: [a]\nlimits: {max_attempts: 0}\n", ["`limits.max_attempts`"]),
+        (HEAD + "prompts: [a]\nlimits: {create_burst: 0.5}\n", ["`limits.create_burst`"]),
         (HEAD + "prompts: [a]\nlimits: {max_in_flight: true}\n", ["`limits.max_in_flight`"]),
         (HEAD + "prompts: [a]\noutput: out\n", ["`output`", "mapping"]),
         (HEAD + "prompts: [a]\ndeadline: !!int abc\n", ["jobs.yaml", "tag"]),

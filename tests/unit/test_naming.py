@@ -225,3 +225,18 @@ def test_image_field_is_the_input_images_name() -> None:
     assert render_filename("{index:03d}-{image}.{ext}", fields, ext="png", n=1, outputs=1) == (
         "003-harbour-view.png"
     )
+
+
+def test_the_default_template_never_names_two_jobs_alike() -> None:
+    """The loader skips its uniqueness check for the default template: each name begins with
+    the job's own index and a dash, whatever the slug (digits, dashes, case, a huge index)."""
+    from runner.naming import DEFAULT_TEMPLATE, render_filename
+
+    slugs = ["", "0", "0-x", "1a", "-", "A", "a", "x" * 300, "00001-a"]
+    owner: dict[str, int] = {}
+    indexes = [*range(1, 200), 9_999, 10_000, 99_999, 100_000, 100_001, 1_000_000]
+    for index in indexes:
+        for slug in slugs:
+            fields = {"index": index, "slug": slug}
+            name = render_filename(DEFAULT_TEMPLATE, fields, ext="png", n=1, outputs=1)
+            assert owner.setdefault(name.casefold(), index) == index, name

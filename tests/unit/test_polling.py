@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from runner.polling import FIRST_QUANTILE, GROWTH, MAX_GAP, MIN_GAP, Timing, next_poll_delay
+from runner.polling import (
+    FIRST_QUANTILE,
+    GROWTH,
+    MAX_GAP,
+    MIN_GAP,
+    PROGRESS_FIRST_QUANTILE,
+    Timing,
+    generation_estimate,
+    next_poll_delay,
+)
 
 
 def timing(*values: float) -> Timing:
@@ -88,3 +97,84 @@ def test_fewer_polls_than_a_fixed_half_second_loop_for_the_same_detection() -> N
         ours += polls
         fixed += int(d / 0.5) + 1
     assert ours <= fixed / 2
+
+
+def test_with_progress_reported_the_first_look_comes_earlier() -> None:
+    reporting = Timing.of(LEARNED.samples)
+    reporting.reports_progress = True
+    early = reporting.quantile(PROGRESS_FIRST_QUANTILE)
+    assert early < FIRST
+    assert delay(0.0, t=reporting) == pytest.approx(early, rel=0.06)
+
+
+def test_generation_estimate_is_the_middle_of_the_last_interval() -> None:
+    assert generation_estimate(submitted=100.0, last_look=104.0, planned=106.0, seen=106.1) == (
+        pytest.approx(5.05)
+    )
+    # seen at the first look: somewhere between the create and that look
+    assert generation_estimate(submitted=100.0, last_look=100.0, planned=103.0, seen=103.0) == 1.5
+    # what the progress foretold at the last look, when the looks agree with it
+    foretold = {"submitted": 100.0, "last_look": 101.0, "planned": 105.0, "seen": 105.1}
+    assert generation_estimate(**foretold, foretold=4.9) == 4.9
+    assert generation_estimate(**foretold, foretold=9.0) == pytest.approx(3.05)  # disagrees
+    # a look made long after it was planned says too little
+    assert generation_estimate(submitted=100.0, last_look=104.0, planned=106.0, seen=200.0) is None
+
+
+def test_generation_estimate_within_a_wide_interval_is_what_is_typical_there() -> None:
+    """Seen at the first look, a result became ready anywhere since the create: the times
+    already learned in that interval say where it most likely did (the middle would be far
+    too early for a model whose fastest results take most of the interval)."""
+    prior = Timing.of([2.0, 2.2, 2.4, 2.6, 2.8, 3.5, 9.0])
+    first_look = {"submitted": 100.0, "last_look": 100.0, "planned": 103.0, "seen": 103.0}
+    assert generation_estimate(**first_look, prior=prior) == 2.4
+    assert generation_estimate(**first_look) == 1.5
+    # too few learned times in the interval: its middle
+    assert generation_estimate(**first_look, prior=Timing.of([2.0, 2.5, 4, 5, 6, 9.0])) == 1.5
+    # progress foretold still comes first
+    assert generation_estimate(**first_look, foretold=2.9, prior=prior) == 2.9
+
+
+def _learn_while_polling(progress: bool, n: int = 3000) -> tuple[float, float, float]:
+    """Poll n lognormal jobs (median 1 s) learning from the schedule's own looks, as the worker
+    does; return the last first-look moment, the true 20th percentile, mean polls per job."""
+    rng = random.Random(11)
+    learned = Timing()
+    durations, polls_total, first = [], 0, 0.0
+    for _ in range(n):
+        d = rng.lognormvariate(0, 0.4)
+        durations.append(d)
+        elapsed, last_look, polls, seen_progress = 0.0, 0.0, 0, None
+        while True:
+            gap = next_poll_delay(
+                elapsed=elapsed, polls=polls, timing=learned, progress=seen_progress, rng=rng
+            )
+            if polls == 0:
+                first = gap
+            elapsed += gap
+            polls += 1
+            if elapsed >= d:
+                break
+            last_look = elapsed
+            seen_progress = elapsed / d if progress else None
+        if progress:
+            learned.reports_progress = True
+        estimate = generation_estimate(
+            submitted=0.0, last_look=last_look, planned=elapsed, seen=elapsed, prior=learned
+        )
+        assert estimate is not None
+        learned.add(estimate)
+        polls_total += polls
+    durations.sort()
+    return first, durations[int(0.2 * n)], polls_total / n
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_learning_from_its_own_looks_does_not_creep_later(progress: bool) -> None:
+    """Learning the moment a result was seen feeds each detection delay into the next first
+    look, which then drifts later and later; the interval's middle keeps it where it belongs."""
+    first, true_q20, polls = _learn_while_polling(progress)
+    level = PROGRESS_FIRST_QUANTILE if progress else FIRST_QUANTILE
+    assert first < true_q20 * 1.1
+    assert first > true_q20 * (0.6 if progress else 0.85), level
+    assert polls < (2.5 if progress else 5.0)

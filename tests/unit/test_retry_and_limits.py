@@ -1,10 +1,13 @@
-"""Backoff, poll schedule and the token bucket: pure functions with a fixed RNG and clock."""
+"""Backoff, poll schedule and the create rate: pure functions with a fixed RNG and clock."""
 
 from __future__ import annotations
 
+import bisect
 import random
 
-from runner.limits import TokenBucket
+import pytest
+
+from runner.limits import CreateRate
 from runner.retry import RetryPolicy, backoff
 
 
@@ -22,30 +25,63 @@ def test_backoff_scale_zero_means_no_wait() -> None:
     assert backoff(5, RetryPolicy(scale=0.0), random.Random(1)) == 0.0
 
 
-def test_token_bucket_rate_burst_and_pause() -> None:
-    bucket = TokenBucket(rate=1.0, capacity=5.0, tokens=5.0, updated=0.0, configured=1.0)
-    assert bucket.available(0.0) == 5
-    for _ in range(5):
-        bucket.take(0.0)
-    assert bucket.available(0.0) == 0
-    assert bucket.next_token_at(0.0) == 1.0
-    assert bucket.available(2.0) == 2
-    bucket.pause(until=30.0)
-    assert bucket.available(10.0) == 0
-    assert bucket.next_token_at(10.0) == 30.0
-    assert bucket.available(30.0) == 5  # refilled to capacity, never beyond
+def test_create_rate_paces_bursts_and_pauses() -> None:
+    rate = CreateRate(limit=60, window=60, burst=5, allowed=60, tokens=5)  # 1/s, 5 at once
+    assert rate.available(0.0) == 5
+    send(rate, 0.0, 5)
+    assert rate.available(0.0) == 0
+    assert rate.next_token_at(0.0) == 1.0
+    assert rate.available(2.0) == 2
+    rate.pause(until=30.0)
+    assert rate.available(10.0) == 0
+    assert rate.next_token_at(10.0) == 30.0
+    assert rate.available(30.0) == 5  # refilled to the burst, never beyond
 
 
-def test_aimd_halves_on_throttle_and_recovers_slowly_to_the_configured_rate() -> None:
-    bucket = TokenBucket(rate=10.0, capacity=50.0, tokens=50.0, updated=0.0, configured=10.0)
-    bucket.throttled(now=0.0, retry_after=2.0)
-    assert bucket.rate == 5.0 and bucket.available(1.0) == 0 and bucket.paused_until == 2.0
+def send(rate: CreateRate, now: float, n: int) -> None:
+    rate.take(now, n)
+    for _ in range(n):
+        rate.sending(now)
+
+
+def test_a_claim_counts_at_once_and_the_window_holds_when_it_was_sent() -> None:
+    """A create claimed at 0 but sent at 5 leaves the window at 65, not 60; a claim that is
+    never sent frees its place (not its token)."""
+    rate = CreateRate(limit=3, window=60, burst=3, allowed=3, tokens=3)
+    rate.take(0.0, 3)
+    assert rate.available(0.0) == 0  # claimed, not sent: counted already
+    rate.sending(0.0)
+    rate.sending(5.0)
+    rate.unclaimed()
+    assert rate.available(1.0) == 0  # one free place, but no token before 20 s
+    assert rate.available(20.0) == 1
+    send(rate, 20.0, 1)
+    assert rate.next_token_at(21.0) == 60.0
+    assert rate.available(60.0) == 1 and rate.available(64.0) == 1 and rate.available(65.0) == 2
+
+
+def test_aimd_halves_on_throttle_and_recovers_slowly_to_the_configured_limit() -> None:
+    rate = CreateRate(limit=600, window=60, burst=50, allowed=600, tokens=50)
+    rate.throttled(now=0.0, retry_after=2.0)
+    assert rate.rate == 5.0 and rate.available(1.0) == 0 and rate.paused_until == 2.0
     for _ in range(10):
-        bucket.throttled(now=0.0, retry_after=None)
-    assert bucket.rate == 0.5  # never below 5% of the configured rate
+        rate.throttled(now=0.0, retry_after=None)
+    assert rate.rate == 0.5  # never below 5% of the configured rate
     for _ in range(1000):
-        bucket.accepted()
-    assert bucket.rate == 10.0  # and never above it
+        rate.accepted()
+    assert rate.rate == 10.0  # and never above it
+
+
+def test_a_full_burst_waits_for_the_window_to_slide() -> None:
+    """With the whole minute allowed at once, the 201st create waits for the first to age
+    out."""
+    rate = CreateRate(limit=200, window=60, burst=200, allowed=200, tokens=200)
+    assert rate.available(0.0) == 200
+    send(rate, 0.0, 150)
+    send(rate, 10.0, 50)
+    assert rate.available(59.0) == 0
+    assert rate.next_token_at(59.0) == 60.0
+    assert rate.available(60.0) == 150  # the first 150 left the window together
 
 
 def test_share_follows_priority_without_starving_anyone() -> None:
@@ -62,16 +98,32 @@ def test_share_follows_priority_without_starving_anyone() -> None:
     assert Share({"a": 1.0}).allocate(3, {"a": 0}) == {}
 
 
-def test_no_sliding_minute_ever_sees_more_than_the_limit() -> None:
-    """Take every token as soon as it exists for 5 minutes; count creates per 60 s window."""
-    bucket = TokenBucket.per_minute(200, now=0.0)
+def _greedy(rate: CreateRate, seconds: float) -> list[float]:
+    """Take every create the moment it is allowed; return the moments."""
     times: list[float] = []
     now = 0.0
-    while now < 300.0:
-        while bucket.available(now) >= 1:
-            bucket.take(now)
-            times.append(now)
-        now = max(now + 0.001, bucket.next_token_at(now))
-    worst = max(sum(1 for t in times if start <= t < start + 60.0) for start in times)
-    assert worst <= 200
-    assert len(times) >= 200 * 5 * 0.9  # and the rate stays close to the limit
+    while now < seconds:
+        n = rate.available(now)
+        rate.take(now, n)
+        for _ in range(n):
+            rate.sending(now)
+        times.extend([now] * n)
+        now = max(now + 0.001, rate.next_token_at(now))
+    return times
+
+
+def _worst_window(times: list[float], window: float) -> int:
+    return max(bisect.bisect_left(times, start + window) - i for i, start in enumerate(times))
+
+
+@pytest.mark.parametrize("burst", [None, 1.0, 40.0, 200.0])
+@pytest.mark.parametrize("minute", [60.0, 12.0])
+def test_no_sliding_minute_ever_sees_more_than_the_limit(
+    burst: float | None, minute: float
+) -> None:
+    """Greedy for 5 minutes: no window of one minute holds more than the limit, and the steady
+    rate is the whole limit (the burst is not paid for by a lower rate) but for the margin."""
+    rate = CreateRate.per_minute(200, now=0.0, burst=burst, minute=minute)
+    times = _greedy(rate, 5 * minute)
+    assert _worst_window(times, minute) <= 200
+    assert len(times) >= 200 * 5 * 0.96

@@ -90,6 +90,38 @@ def test_created_already_finished_goes_straight_to_download() -> None:
     assert outcome.change.values["output_urls"] == ["http://f/1.png"]
 
 
+def test_what_is_learned_is_when_a_result_became_ready_not_when_it_was_seen() -> None:
+    ready = RemoteStatus(Phase.SUCCEEDED, outputs=("http://f/1.png",))
+    # Submitted at NOW-10, last seen unfinished at NOW-4, looked again on time at NOW.
+    polled = job(State.RUNNING, submitted_at=NOW - 10, updated_at=NOW - 4, next_attempt_at=NOW)
+    change = states.on_status(polled, ready, NOW, rng()).change
+    assert change.values["generation_s"] == pytest.approx(8.0)  # between 6 and 10
+    assert change.values["ready_at"] == NOW  # seen now
+    # A look an hour late (a restart between the two) is too wide to learn from.
+    late = job(
+        State.RUNNING, submitted_at=NOW - 3600, updated_at=NOW - 3595, next_attempt_at=NOW - 3590
+    )
+    assert states.on_status(late, ready, NOW, rng()).change.values["generation_s"] is None
+    # A running answer with progress foretells the generation time; the ready one keeps it.
+    running = RemoteStatus(Phase.RUNNING, progress=0.25)
+    looked = job(State.RUNNING, submitted_at=NOW - 2, updated_at=NOW - 1, polls=1)
+    foretold = states.on_status(looked, running, NOW, rng()).change.values["generation_s"]
+    assert foretold == pytest.approx(8.0)  # a quarter done after 2 s
+    seen = job(
+        State.RUNNING,
+        submitted_at=NOW - 8.3,
+        updated_at=NOW - 6.3,
+        next_attempt_at=NOW,
+        generation_s=foretold,
+    )
+    assert states.on_status(seen, ready, NOW, rng()).change.values["generation_s"] == foretold
+    # An answer to the create itself (`Prefer: wait`) was ready when it came.
+    sub = Submission(Handle("r1"), ready)
+    sent = job(State.SUBMITTING, submitted_at=NOW - 3, updated_at=NOW - 3, next_attempt_at=0.0)
+    created = states.on_created(sent, sub, NOW, rng()).change
+    assert created.values["generation_s"] == pytest.approx(3.0)
+
+
 @pytest.mark.parametrize(
     ("kind", "maybe_sent", "expected"),
     [
