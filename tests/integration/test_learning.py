@@ -73,17 +73,18 @@ def test_learned_generation_times_are_when_results_became_ready(
     assert sorted(everything[: len(taught)]) == sorted(j.generation_s for j in taught)  # type: ignore[type-var]
     # Per job, in the runner's own terms (from sending the create): when the simulator made
     # the result ready, when the runner saw it, and what the runner learned. Each result is
-    # seen a moment after it is ready (more on a loaded machine); what is learned is much
-    # nearer the moment it became ready than the moment it was seen (learning the moment seen
-    # scores 1 on the ratio below; 0.3 to 0.6 was measured with the machine's cores busy).
+    # seen a moment after it became ready; what is learned lies before that moment (learning
+    # the moment seen, or the download's end, would not) and near when it became ready. How
+    # near depends on how busy the machine is: 0.02 to 0.07 s was measured, quiet or loaded.
     late, off = [], []
     for job in taught:
         assert job.submitted_at is not None and job.ready_at is not None
         assert job.generation_s is not None
         truth = ready[job.remote_id] - job.submitted_at
-        late.append(job.ready_at - job.submitted_at - truth)
+        seen = job.ready_at - job.submitted_at
+        assert job.generation_s < seen, (job.generation_s, seen)
+        late.append(seen - truth)
         off.append(abs(job.generation_s - truth))
     assert min(late) > 0
-    late_seen, off_mean = sum(late) / len(late), sum(off) / len(off)
-    assert off_mean < 0.75 * late_seen and off_mean < 0.12, (off_mean, late_seen)
+    assert sum(off) / len(off) < 0.15, sorted(off)
     assert sorted(off)[len(off) // 2] < 0.1, sorted(off)
