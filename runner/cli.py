@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import click
@@ -32,11 +33,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runner")
 
+T = TypeVar("T")
+
 EPILOG = (
     "Exit codes: 0 all jobs done; 1 some jobs failed, were moderated, expired, were canceled or "
     "are uncertain; 2 bad input or usage (nothing changed); 3 stopped early (resumable: run the "
     "same command again)."
 )
+
+
+def _run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """Runs `fn` on uvloop where it is installed (it is a dependency except on Windows): a
+    busy worker spends about a tenth less CPU per job than on asyncio's own loop."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return anyio.run(fn)
+    return anyio.run(fn, backend_options={"use_uvloop": True})
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -246,7 +259,7 @@ def run(
     store, enq = app.submit(jobfile, db, simulate=simulate)
     name = enq.campaign.settings.name
     click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
-    report = anyio.run(
+    report = _run_async(
         lambda: app.work(
             store,
             [name],
@@ -342,7 +355,7 @@ def work(
                 return report
             await anyio.sleep(5)  # then look again, for campaigns submitted meanwhile
 
-    report = anyio.run(loop)
+    report = _run_async(loop)
     names = current()
     for name in names:
         _summary(store, name)
@@ -423,7 +436,7 @@ def cancel(campaign: str, db: str | None, simulator_url: str | None) -> None:
     store = open_store(resolve_db(db), create=False)
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
-    report = anyio.run(lambda: app.cancel(store, campaign, sim_url=simulator_url))
+    report = _run_async(lambda: app.cancel(store, campaign, sim_url=simulator_url))
     click.echo(
         f"{campaign}: {report.canceled} job(s) canceled ({report.remote} at the provider"
         + (f", {report.remote_failed} refused there" if report.remote_failed else "")
@@ -448,7 +461,7 @@ def simulate(host: str, port: int, config_file: Any) -> None:
             sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main)
+        _run_async(main)
 
 
 @cli.command(
@@ -467,7 +480,7 @@ def doctor(jobfile: str | None, db: str | None, simulate: bool, simulator_url: s
     """
     from runner.doctor import diagnose
 
-    checks = anyio.run(lambda: diagnose(jobfile, db, simulate=simulate, sim_url=simulator_url))
+    checks = _run_async(lambda: diagnose(jobfile, db, simulate=simulate, sim_url=simulator_url))
     for check in checks:
         click.echo(check.line)
     sys.exit(1 if any(check.status == "FAIL" for check in checks) else 0)

@@ -18,6 +18,28 @@ def auth_headers(config: ProviderConfig, api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keeps nothing."""
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class CookielessClient(httpx.AsyncClient):
+    """An httpx client that keeps no cookies. Neither API sets any, and a file host's cookie
+    has no business in the next request. httpx's jar runs every response through urllib's
+    cookie machinery, which was 7% of a busy worker's CPU."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("this client keeps no cookies")
+
+
 def fast_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     """httpx's API over aiohttp's connection handling: four times less CPU per request here
     than httpcore's pool (0.8 ms against 3 ms measured against the simulator), which is what
@@ -38,7 +60,7 @@ def make_provider(
     timeout: float = 30.0,
 ) -> Provider:
     wait = float(config.prefer_wait or 0)
-    client = httpx.AsyncClient(
+    client = CookielessClient(
         headers={**auth_headers(config, api_key), "User-Agent": USER_AGENT},
         timeout=httpx.Timeout(timeout, read=timeout + wait),
         # The key must go to the API host only: never follow a redirect elsewhere with it.

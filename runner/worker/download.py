@@ -27,7 +27,7 @@ import aiohttp
 import anyio
 import httpx
 
-from runner.providers.factory import fast_transport
+from runner.providers.factory import CookielessClient, fast_transport
 
 MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
 MAX_REDIRECTS = 5
@@ -107,7 +107,7 @@ def file_client(timeout: float = 60.0) -> httpx.AsyncClient:
     Bodies are asked for unencoded: what is written is what the host stores, so the length
     check against Content-Length and the image signature apply to the file itself.
     """
-    return httpx.AsyncClient(
+    return CookielessClient(
         timeout=httpx.Timeout(timeout),
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
