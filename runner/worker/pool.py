@@ -512,12 +512,8 @@ class Worker:
             return
         if states.can_reuse(job) and await self._reuse(job):
             return
-        style = runtime.settings.provider.style
         try:
-            # Input images are stored as references; the provider gets their bytes.
-            body = job.input
-            if has_files(job.input):
-                body = await anyio.to_thread.run_sync(materialize, job.input, style)
+            body = await _provider_body(job, runtime.settings)
         except FileChangedError as error:
             await self._apply(states.on_input_gone(job, now, str(error)))
             return
@@ -630,8 +626,7 @@ class Worker:
         since = job.submitted_at if job.submitted_at is not None else job.updated_at
         try:
             # The provider echoes what it was sent: compare with the same bytes.
-            style = runtime.settings.provider.style
-            body = await anyio.to_thread.run_sync(materialize, job.input, style)
+            body = await _provider_body(job, runtime.settings)
             found = await provider.find(job.model, body, since=since)
         except FileChangedError as error:
             reason = f"its input file changed, so it cannot be matched ({error})"
@@ -693,3 +688,11 @@ class Worker:
             # Provenance sidecars before `done`: a crash in between re-downloads, then writes them.
             await anyio.to_thread.run_sync(after_download, job, change)
         await self._apply(change)
+
+
+async def _provider_body(job: Job, settings: CampaignSettings) -> dict[str, Any]:
+    """The job's input as its provider takes it: input images are stored as references, and
+    their bytes are read (in a thread) only when there are some. Raises FileChangedError."""
+    if not has_files(job.input):
+        return job.input
+    return await anyio.to_thread.run_sync(materialize, job.input, settings.provider.style)
