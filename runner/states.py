@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from runner.polling import Timing, generation_estimate, next_poll_delay, usable_progress
@@ -152,6 +152,15 @@ class Change:
     def __post_init__(self) -> None:
         if self.to not in MOVES[self.expect]:
             raise IllegalMove(f"job {self.job_id}: {self.expect} -> {self.to} is not allowed")
+
+
+_JOB_FIELDS = frozenset(f.name for f in fields(Job))
+
+
+def applied(job: Job, change: Change) -> Job:
+    """`job` as it reads once `change` is written."""
+    values = {k: v for k, v in change.values.items() if k in _JOB_FIELDS}
+    return replace(job, state=change.to, **values)
 
 
 @dataclass(frozen=True)

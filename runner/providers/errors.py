@@ -148,9 +148,10 @@ def from_exception(exc: httpx.HTTPError) -> ProviderError:
 
 
 @functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def api_url(text: str) -> httpx.URL:
-    """An endpoint's URL, parsed once: httpx parses every string it is given, and the same
-    create endpoint serves thousands of jobs."""
+    """An endpoint's URL, parsed once (an httpx.URL does not change): httpx parses every
+    string it is given, and the same create endpoint serves thousands of jobs."""
     return httpx.URL(text)
 
 

@@ -15,7 +15,6 @@ written is logged with the command that writes it again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -25,12 +24,11 @@ from typing import Any
 
 from runner.report.files import write_bytes_atomically
 from runner.report.records import provenance_record
-from runner.states import Change, Job, State
+from runner.states import Change, Job, State, applied
 
 log = logging.getLogger("runner.report")
 
 SIDECAR_SUFFIX = ".json"
-_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
 
 
 def sidecar_path(image: str | Path) -> Path:
@@ -85,10 +83,8 @@ def after_download(job: Job, change: Change) -> None:
     written. Writes their sidecars from the job as it will be recorded; never raises."""
     if change.to is not State.DONE:
         return
-    values = {k: v for k, v in change.values.items() if k in _JOB_FIELDS}
-    done = dataclasses.replace(job, state=change.to, **values)
     try:
-        write_job_sidecars(done)
+        write_job_sidecars(applied(job, change))
     except Exception as error:  # provenance must never cost a paid-for image its `done`
         log.warning(
             "job %s: could not write its provenance sidecar (%s); `runner export %s --sidecars` "

@@ -63,6 +63,7 @@ _SPACES = re.compile(r"\s+")
 
 
 @functools.cache
+@functools.cache
 def runner_version() -> str:
     try:
         return metadata.version("runner")

@@ -7,6 +7,7 @@ and so the hot statements (claiming, applying a change) are visible in one place
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -97,30 +98,52 @@ def claim(
     )
 
 
+# Columns of the JSON type: the driver-level UPDATE below encodes their values itself.
+_JSON_COLUMNS = frozenset(c.name for c in jobs.c if isinstance(c.type, sa.JSON))
+
+
 def apply_change(
-    job_id: int, expect: State, owner: str | None, values: dict[str, Any], now: float
-) -> tuple[Executable, dict[str, Any]]:
+    dialect: str,
+    job_id: int,
+    expect: State,
+    owner: str | None,
+    values: dict[str, Any],
+    now: float,
+) -> tuple[str, dict[str, Any]]:
     """Move one job, refused by the database unless it is still in `expect` (and still ours).
 
-    A statement and its parameters: the statement depends only on which columns change, so
-    it is built once per such set and reused (building one costs more than running it)."""
-    params = {f"v_{key}": value for key, value in values.items()}
+    The UPDATE as the database driver takes it, and its parameters. The worker writes about
+    three of these per job, so they skip SQLAlchemy's execution of a statement (80 µs each
+    here, against 12 µs for the driver alone). The text depends only on which columns change
+    and is built once per such set; JSON values are encoded as the JSON type would
+    (`json.dumps`, None as JSON null)."""
+    params = {
+        f"v_{key}": json.dumps(value) if key in _JSON_COLUMNS else value
+        for key, value in values.items()
+    }
     params.update(w_id=job_id, w_state=expect.value, v_updated_at=now)
     if owner is not None:
         params["w_owner"] = owner
-    return _change_statement(tuple(sorted(values)), owner is not None), params
+    columns = tuple(sorted(values.keys() - {"updated_at"}))
+    return _change_sql(dialect, columns, owner is not None), params
 
 
 @functools.lru_cache(maxsize=512)
-def _change_statement(columns: tuple[str, ...], owned: bool) -> Executable:
-    where = [jobs.c.id == sa.bindparam("w_id"), jobs.c.state == sa.bindparam("w_state")]
+def _change_sql(dialect: str, columns: tuple[str, ...], owned: bool) -> str:
+    def param(name: str) -> str:
+        return f"%({name})s" if dialect == "postgresql" else f":{name}"
+
+    def value(column: str) -> str:
+        if dialect == "postgresql" and column in _JSON_COLUMNS:
+            return f"CAST({param('v_' + column)} AS JSON)"  # text goes into json by a cast
+        return param(f"v_{column}")
+
+    # jobs.c[...] refuses a name that is not a column of the table
+    sets = ", ".join(f'"{jobs.c[c].name}" = {value(c)}' for c in (*columns, "updated_at"))
+    where = f"id = {param('w_id')} AND state = {param('w_state')}"
     if owned:
-        where.append(jobs.c.lease_owner == sa.bindparam("w_owner"))
-    sets = {
-        name: sa.bindparam(f"v_{name}", type_=jobs.c[name].type)
-        for name in (*columns, "updated_at")
-    }
-    return sa.update(jobs).where(*where).values(sets)
+        where += f" AND lease_owner = {param('w_owner')}"
+    return f"UPDATE {jobs.name} SET {sets} WHERE {where}"
 
 
 def release_lease(job_id: int, owner: str, due_at: float | None) -> Executable:

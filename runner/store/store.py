@@ -556,8 +556,12 @@ def _write_change(
     values = {"state": change.to.value, **change.values}
     if release:
         values.update(lease_owner=None, lease_expires_at=None)
-    stmt, params = queries.apply_change(change.job_id, change.expect, owner, values, now)
-    return int(conn.execute(stmt, params).rowcount)
+    sql, params = queries.apply_change(
+        conn.dialect.name, change.job_id, change.expect, owner, values, now
+    )
+    driver = conn.connection.driver_connection  # sqlite3's or psycopg's own connection
+    assert driver is not None
+    return int(driver.execute(sql, params).rowcount)
 
 
 # The columns of `_job_rows`, in the order SQLite's INSERT takes them (no reordering there).

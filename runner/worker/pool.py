@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import httpx
 
 from runner import states
 from runner.budget import allowance
@@ -43,7 +42,15 @@ from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
 from runner.worker.batch import GroupCommit
-from runner.worker.download import DownloadError, copy_file, download, sweep_stale_temps
+from runner.worker.download import (
+    DownloadError,
+    Fetched,
+    FileClient,
+    SavedFile,
+    copy_file,
+    fetch,
+    sweep_stale_temps,
+)
 
 log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
@@ -158,7 +165,7 @@ class Worker:
         self,
         store: Store,
         campaigns: dict[str, CampaignRuntime],
-        files: httpx.AsyncClient,
+        files: FileClient,
         options: PoolOptions | None = None,
         *,
         owner: str | None = None,
@@ -190,6 +197,7 @@ class Worker:
         # Per campaign, for budget.max_jobs: creates made in this run, and jobs held to submit.
         self.created: Counter[str] = Counter()
         self.submitting: Counter[str] = Counter()
+        self._tasks: anyio.abc.TaskGroup | None = None  # where jobs in hand run
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -246,11 +254,13 @@ class Worker:
             for folder in {Path(r.settings.output_dir) for r in self.campaigns.values()}:
                 await anyio.to_thread.run_sync(sweep_stale_temps, folder, pid_is_dead)
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 tg.start_soon(self._heartbeat)
                 try:
                     await self._schedule(tg, names)
                 finally:
                     tg.cancel_scope.cancel()
+                    self._tasks = None
         finally:
             with anyio.CancelScope(shield=True):
                 await self._db_call(self.store.unregister_worker, self.owner)
@@ -453,7 +463,27 @@ class Worker:
             await self._take_back_from_dead()
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
-        await self._apply(outcome.change)
+        """Write the outcome of a look at a job. A result found ready is downloaded at once by
+        a task of its own when a downloader is free: the job keeps its lease, instead of going
+        back to the queue to be claimed again in the next round."""
+        change = outcome.change
+        tasks = self._tasks
+        chain = (
+            change.to is State.DOWNLOADING
+            and tasks is not None
+            and self.in_hand["download"] < self.options.downloaders
+        )
+        if chain:
+            self.in_hand["download"] += 1  # the slot is held while the change is written
+        try:
+            ok = await self._apply(change, release=not chain)
+        finally:
+            if chain:
+                self.in_hand["download"] -= 1
+        if chain and ok and tasks is not None:
+            self._start(tasks, "download", self._download, states.applied(job, change))
+        elif change.to is State.DOWNLOADING:
+            self.wake()  # the scheduler claims it
         if outcome.halt is not None:
             await self._halt(job.campaign, outcome.halt)
 
@@ -520,7 +550,7 @@ class Worker:
         begin = states.begin_submit(job, now, runtime.settings.deadline_seconds)
         if not await self._apply(begin, release=False):
             return
-        job = Job(**{**job.__dict__, "state": State.SUBMITTING, **begin.values})
+        job = states.applied(job, begin)
         # Cancel-After goes out only for the user's own deadline, not the default one.
         remaining = (
             states.remaining_deadline(job, now) if runtime.settings.deadline_seconds else None
@@ -580,8 +610,6 @@ class Worker:
             if status.phase.value == "unknown":
                 log.warning("job %s: unknown status %r, polling on", job.key, status.raw_status)
         await self._settle(job, outcome)
-        if outcome.change.to is State.DOWNLOADING:
-            self.wake()
 
     async def _reuse(self, job: Job) -> bool:
         """Take the files of a done job with the very same input instead of paying again."""
@@ -651,21 +679,28 @@ class Worker:
         settings = self.campaigns[job.campaign].settings
         folder = Path(settings.output_dir)
         fields = job_fields(settings.name, job)
-        saved = []
+        outputs = len(job.output_urls)
+
+        def name_for(n: int) -> Callable[[str], str]:
+            def name(ext: str) -> str:
+                template = settings.filename_template
+                return render_filename(template, fields, ext=ext, n=n, outputs=outputs)
+
+            return name
+
+        saved: list[SavedFile] = []
+        fetched: Fetched | None = None
         try:
             for n, url in enumerate(job.output_urls, start=1):
-                tag = f"{settings.name}.{job.key}.{n}"
-
-                def name_for(ext: str, n: int = n) -> str:
-                    return render_filename(
-                        settings.filename_template,
-                        fields,
-                        ext=ext,
-                        n=n,
-                        outputs=len(job.output_urls),
-                    )
-
-                saved.append(await download(self.files, url, folder, name_for, tag))
+                if fetched is not None:  # saved before the next is fetched: memory stays bounded
+                    saved.append(await anyio.to_thread.run_sync(fetched.save, name_for(n - 1)))
+                fetched = None
+                fetched = await fetch(self.files, url, folder, f"{settings.name}.{job.key}.{n}")
+            # the last file, its job's change and the sidecars: one trip to a thread
+            last, fetched = fetched, None
+            change = await anyio.to_thread.run_sync(
+                self._downloaded, job, saved, last, name_for(outputs)
+            )
         except DownloadError as error:
             change = states.on_download_error(
                 job,
@@ -680,14 +715,27 @@ class Worker:
             log.info("download %s: %s -> %s", job.key, error, change.to)
         except BaseException:
             with anyio.CancelScope(shield=True):
+                if fetched is not None:
+                    await anyio.to_thread.run_sync(fetched.discard)
                 await self._release(job)
             raise
         else:
             self.report.downloaded += 1
-            change = states.on_downloaded(job, [f.to_dict() for f in saved], self.clock())
-            # Provenance sidecars before `done`: a crash in between re-downloads, then writes them.
-            await anyio.to_thread.run_sync(after_download, job, change)
         await self._apply(change)
+
+    def _downloaded(
+        self,
+        job: Job,
+        saved: list[SavedFile],
+        last: Fetched | None,
+        name_for: Callable[[str], str],
+    ) -> Change:
+        """(In a thread) save the last file of a job, then write the provenance sidecars: before
+        `done`, so a crash in between downloads again, and writes them then."""
+        files = [*saved, last.save(name_for)] if last is not None else saved
+        change = states.on_downloaded(job, [f.to_dict() for f in files], self.clock())
+        after_download(job, change)
+        return change
 
 
 async def _provider_body(job: Job, settings: CampaignSettings) -> dict[str, Any]:
