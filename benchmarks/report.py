@@ -88,6 +88,8 @@ def scale_table(scale: dict[str, Any]) -> list[str]:
         f"wall of `runner run`) | {_num(e2e['jobs_per_second'], 1)} |",
         f"| the same, first create to last file | "
         f"{_num(e2e['jobs_per_second_first_create_to_last_file'], 1)} |",
+        f"| start-up and finish of that run (wall less first create to last file) | "
+        f"{_num(e2e.get('start_and_finish_seconds'), 2)} s |",
         f"| CPU s per job in that run | {_num(e2e['cpu_seconds_per_job'], 4)} |",
         *_workers_rows(scale.get("postgres_workers", {"error": "not run"})),
         "",

@@ -36,7 +36,14 @@ from benchmarks.scale import scale_figures
 from benchmarks.workers import postgres_workers
 from benchmarks.workloads import DEFAULT_TIME_SCALE, Workload, workloads
 
-QUICK = {"jobs": 30, "scale_jobs": 2_000, "enqueue_jobs": 2_000, "e2e_jobs": 100, "hold": 3.0}
+QUICK = {
+    "jobs": 30,
+    "scale_jobs": 2_000,
+    "enqueue_jobs": 2_000,
+    "e2e_jobs": 100,
+    "workers_jobs": 100,
+    "hold": 3.0,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scale-jobs", type=int, default=1_000_000, help="jobs in the big database"
     )
     parser.add_argument("--enqueue-jobs", type=int, default=100_000, help="jobs to enqueue")
-    parser.add_argument("--e2e-jobs", type=int, default=2_000, help="jobs for the jobs/s run")
+    parser.add_argument("--e2e-jobs", type=int, default=10_000, help="jobs for the jobs/s run")
+    parser.add_argument(
+        "--workers-jobs", type=int, default=2_000, help="jobs per PostgreSQL workers run"
+    )
     parser.add_argument("--hold", type=float, default=10.0, help="seconds of the RSS run")
     parser.add_argument("--time-scale", type=float, default=DEFAULT_TIME_SCALE)
     parser.add_argument("--quick", action="store_true", help="a tiny run (for the test)")
@@ -66,8 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.scale_jobs = QUICK["scale_jobs"]
         args.enqueue_jobs = QUICK["enqueue_jobs"]
         args.e2e_jobs = QUICK["e2e_jobs"]
+        args.workers_jobs = QUICK["workers_jobs"]
         args.hold = QUICK["hold"]
-    if min(args.jobs, args.scale_jobs, args.enqueue_jobs, args.e2e_jobs) < 1:
+    counts = (args.jobs, args.scale_jobs, args.enqueue_jobs, args.e2e_jobs, args.workers_jobs)
+    if min(counts) < 1:
         parser.error("job counts must be at least 1")
     if not 0 < args.time_scale <= 1:
         parser.error("--time-scale must be in (0, 1]")
@@ -268,7 +280,7 @@ def measure(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> No
     print(f"[{time.monotonic() - started:6.0f} s] workers through PostgreSQL", flush=True)
     pg_url = os.environ.get("RUNNER_BENCH_PG_URL") or os.environ.get("RUNNER_TEST_PG_URL")
     try:
-        figures = postgres_workers(args.e2e_jobs, work / "workers", pg_url)
+        figures = postgres_workers(args.workers_jobs, work / "workers", pg_url)
     except Exception as exc:
         traceback.print_exc()
         figures = {"error": f"{type(exc).__name__}: {exc}"}

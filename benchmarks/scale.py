@@ -243,6 +243,8 @@ def end_to_end(jobs: int, folder: Path) -> dict[str, Any]:
         "wall_seconds": measured.wall_seconds,
         "jobs_per_second": done / measured.wall_seconds if measured.wall_seconds else None,
         "jobs_per_second_first_create_to_last_file": done / busy if busy else None,
+        # start-up (imports, enqueue) and finish: the part of the wall time that is not per job
+        "start_and_finish_seconds": measured.wall_seconds - busy if busy else None,
         "cpu_seconds_per_job": measured.cpu_seconds / jobs,
         "process": measured.to_dict(),
     }

@@ -53,16 +53,19 @@ class SidecarReport:
         self.missing += other.missing
 
 
-def write_job_sidecars(job: Job) -> SidecarReport:
-    """Write (or refresh) the sidecar of every file of a done job. Raises OSError."""
+def write_job_sidecars(job: Job, *, just_saved: bool = False) -> SidecarReport:
+    """Write (or refresh) the sidecar of every file of a done job. Raises OSError.
+
+    `just_saved`: the images were saved a moment ago (by the worker), so they are not looked
+    for, and their sidecars are written without reading what is there first."""
     report = SidecarReport()
     for n, file in enumerate(job.files, start=1):
         image = Path(str(file.get("path")))
-        if not image.is_file():
+        if not just_saved and not image.is_file():
             report.missing += 1
             continue
         record = sidecar_bytes(provenance_record(job, file, n))
-        if write_bytes_atomically(sidecar_path(image), record):
+        if write_bytes_atomically(sidecar_path(image), record, unless_same=not just_saved):
             report.written += 1
         else:
             report.unchanged += 1
@@ -84,7 +87,7 @@ def after_download(job: Job, change: Change) -> None:
     if change.to is not State.DONE:
         return
     try:
-        write_job_sidecars(applied(job, change))
+        write_job_sidecars(applied(job, change), just_saved=True)
     except Exception as error:  # provenance must never cost a paid-for image its `done`
         log.warning(
             "job %s: could not write its provenance sidecar (%s); `runner export %s --sidecars` "

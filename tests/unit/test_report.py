@@ -193,12 +193,14 @@ def test_after_download_writes_the_done_job_and_never_raises(
     running = job(state=State.DOWNLOADING, files=[], finished_at=None)
     change = on_downloaded(running, [FILE], T0 + 20)
     seen: list[Job] = []
-    monkeypatch.setattr(provenance, "write_job_sidecars", seen.append)
+    monkeypatch.setattr(
+        provenance, "write_job_sidecars", lambda job, just_saved=False: seen.append(job)
+    )
     provenance.after_download(running, change)
     (done,) = seen
     assert done.state is State.DONE and done.files == [FILE] and done.finished_at == T0 + 20
 
-    def broken(_job: Job) -> None:
+    def broken(_job: Job, just_saved: bool = False) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(provenance, "write_job_sidecars", broken)
