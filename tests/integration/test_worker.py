@@ -6,6 +6,7 @@ what the simulator saw.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,6 +200,35 @@ def test_deadline_expires_a_job_that_takes_too_long(
         run(store, "c1", monkeypatch)
     assert states_of(store) == {"expired": 2}
     assert all("deadline" in (j.error or "") for j in store.jobs("c1"))
+
+
+@pytest.mark.parametrize("style", ["bfl", "replicate"])
+def test_a_result_found_ready_is_downloaded_without_going_back_to_the_queue(
+    sim: SimHandle,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    style: str,
+) -> None:
+    # BFL: the poll that finds it ready; Replicate: the `Prefer: wait` create that answers it
+    config = provider(sim, style)
+    if style == "replicate":
+        config = dataclasses.replace(config, prefer_wait=10)
+    store.enqueue(campaign(n=12, out=tmp_path / "out", provider=config))
+    claimed: list[State] = []
+    claim = store.claim
+
+    def watched(state: State, *args: Any, **kwargs: Any) -> Any:
+        jobs = claim(state, *args, **kwargs)
+        claimed.extend(state for _ in jobs)
+        return jobs
+
+    monkeypatch.setattr(store, "claim", watched)
+    run(store, "c1", monkeypatch)
+    assert states_of(store) == {"done": 12}
+    assert State.DOWNLOADING not in claimed  # every download ran on from the look that found it
+    if style == "bfl":
+        assert claimed.count(State.RUNNING) >= 12  # the polls themselves were claimed
 
 
 def test_downloaded_files_are_recorded_with_their_hash(
