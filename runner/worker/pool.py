@@ -694,12 +694,10 @@ class Worker:
             for n, url in enumerate(job.output_urls, start=1):
                 if fetched is not None:  # saved before the next is fetched: memory stays bounded
                     saved.append(await anyio.to_thread.run_sync(fetched.save, name_for(n - 1)))
-                fetched = None
                 fetched = await fetch(self.files, url, folder, f"{settings.name}.{job.key}.{n}")
             # the last file, its job's change and the sidecars: one trip to a thread
-            last, fetched = fetched, None
             change = await anyio.to_thread.run_sync(
-                self._downloaded, job, saved, last, name_for(outputs)
+                self._downloaded, job, saved, fetched, name_for(outputs)
             )
         except DownloadError as error:
             change = states.on_download_error(
@@ -715,7 +713,7 @@ class Worker:
             log.info("download %s: %s -> %s", job.key, error, change.to)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                if fetched is not None:
+                if fetched is not None:  # harmless once saved: its temporary file is gone
                     await anyio.to_thread.run_sync(fetched.discard)
                 await self._release(job)
             raise
