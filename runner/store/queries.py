@@ -69,14 +69,30 @@ def claim(
     now: float,
     lease_until: float,
     limit: int,
-    order_by: Sequence[Any] = (),
-) -> Executable:
-    """Lease up to `limit` due, unleased (or lease-expired) jobs of `state`, in one statement.
+    oldest_ready_first: bool = False,
+) -> tuple[Executable, dict[str, Any]]:
+    """Lease up to `limit` due, unleased (or lease-expired) jobs of `state`, in one statement,
+    and its parameters. Due jobs come in the order they fell due, or with `oldest_ready_first`
+    the oldest result first (its signed URL is the first to expire).
 
     SQLite: `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`, under BEGIN IMMEDIATE.
     PostgreSQL: the same with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on
     each other nor take the same row.
     """
+    stmt = _claim(dialect, state, tuple(campaigns_), oldest_ready_first)
+    return stmt, {"owner": owner, "now": now, "lease_until": lease_until, "limit": limit}
+
+
+@functools.lru_cache(maxsize=64)
+def _claim(
+    dialect: str, state: State, campaigns_: tuple[str, ...], oldest_ready_first: bool
+) -> Executable:
+    # Built once per kind of claim: building it took longer than running it. The values that
+    # change from claim to claim are parameters.
+    now = sa.bindparam("now", type_=sa.Float)
+    order = (
+        (jobs.c.ready_at, jobs.c.id) if oldest_ready_first else (jobs.c.next_attempt_at, jobs.c.id)
+    )
     pick = (
         sa.select(jobs.c.id)
         .where(
@@ -85,15 +101,18 @@ def claim(
             jobs.c.next_attempt_at <= now,
             sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now),
         )
-        .order_by(*(order_by or (jobs.c.next_attempt_at, jobs.c.id)))
-        .limit(limit)
+        .order_by(*order)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     if dialect == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     return (
         sa.update(jobs)
         .where(jobs.c.id.in_(pick.scalar_subquery()))
-        .values(lease_owner=owner, lease_expires_at=lease_until)
+        .values(
+            lease_owner=sa.bindparam("owner", type_=sa.String),
+            lease_expires_at=sa.bindparam("lease_until", type_=sa.Float),
+        )
         .returning(*jobs.c)
     )
 
@@ -280,32 +299,31 @@ def recent_in_states(campaigns_: Iterable[str], states: Iterable[State], limit: 
     )
 
 
-def count_slots_held(campaigns_: Iterable[str], now: float) -> Executable:
+def count_slots_held(dialect: str, campaigns_: Iterable[str], now: float) -> Executable:
     """Provider slots held per campaign: jobs in flight, plus queued jobs a worker has claimed
     to submit (they take a slot before their create goes out). Rows (campaign, count), one or
     two per campaign, to add up.
 
     One statement, so one snapshot on PostgreSQL: a job moving from claimed to submitting
-    between two separate counts would be missed by both. The claimed part is found through the
-    lease-owner index, so it costs the few jobs in hand, not the queue.
+    between two separate counts would be missed by both. The claimed part is read through the
+    lease-owner index, so it costs the few jobs in hand, not the queue. SQLite's planner must be
+    told (`INDEXED BY`, which SQLAlchemy's constructs cannot say): by itself it takes the
+    (campaign, state) index and reads every queued job, 2 ms with 3,000 queued against
+    0.01 ms, at every round of claims.
     """
-    names = list(campaigns_)
-    in_flight = (
-        sa.select(jobs.c.campaign, sa.func.count().label("n"))
-        .where(jobs.c.campaign.in_(names), jobs.c.state.in_([s.value for s in IN_FLIGHT]))
-        .group_by(jobs.c.campaign)
+    indexed = " INDEXED BY ix_jobs_lease_owner" if dialect == "sqlite" else ""
+    return sa.text(
+        "SELECT campaign, count(*) AS n FROM jobs"
+        " WHERE campaign IN :names AND state IN :in_flight GROUP BY campaign"
+        f" UNION ALL SELECT campaign, count(*) AS n FROM jobs{indexed}"
+        " WHERE lease_owner IS NOT NULL AND lease_expires_at >= :now AND state = :queued"
+        " AND campaign IN :names GROUP BY campaign"
+    ).bindparams(
+        sa.bindparam("names", list(campaigns_), expanding=True),
+        sa.bindparam("in_flight", [s.value for s in IN_FLIGHT], expanding=True),
+        sa.bindparam("now", now, type_=sa.Float),
+        sa.bindparam("queued", State.QUEUED.value),
     )
-    claimed = (
-        sa.select(jobs.c.campaign, sa.func.count().label("n"))
-        .where(
-            jobs.c.lease_owner.is_not(None),
-            jobs.c.lease_expires_at >= now,
-            jobs.c.state == State.QUEUED.value,
-            jobs.c.campaign.in_(names),
-        )
-        .group_by(jobs.c.campaign)
-    )
-    return sa.union_all(in_flight, claimed)
 
 
 def hint_due(remote_id: str, now: float) -> Executable:
@@ -323,16 +341,33 @@ def hint_due(remote_id: str, now: float) -> Executable:
     )
 
 
-def due_by_state(campaigns_: Iterable[str], states: Iterable[State]) -> Executable:
-    """The earliest due time of each state: which claims are worth a transaction now."""
-    return (
-        sa.select(jobs.c.state, sa.func.min(jobs.c.next_attempt_at))
-        .where(
-            jobs.c.campaign.in_(list(campaigns_)),
-            jobs.c.state.in_([s.value for s in states]),
+@functools.lru_cache(maxsize=64)
+def due_by_state(campaigns_: tuple[str, ...], states: tuple[State, ...]) -> Executable:
+    """The earliest due time of each state: which claims are worth a transaction now.
+
+    One `ORDER BY next_attempt_at LIMIT 1` per state, each a seek into the (state,
+    next_attempt_at) index, rather than a `min()` grouped by state: the database would read
+    every row of each state for that (1.3 ms with 1,500 jobs queued, against 0.04 ms). The
+    worker asks before every round of claims, always for the same campaigns and states: the
+    statement is built once (building it cost more than running it)."""
+    names = list(campaigns_)
+    per_state = [
+        sa.select(
+            sa.literal(state.value).label("state"),
+            sa.select(jobs.c.next_attempt_at)
+            .where(
+                jobs.c.state == state.value,
+                jobs.c.campaign.in_(names),
+                jobs.c.next_attempt_at.is_not(None),
+            )
+            .order_by(jobs.c.next_attempt_at)
+            .limit(1)
+            .scalar_subquery()
+            .label("due"),
         )
-        .group_by(jobs.c.state)
-    )
+        for state in states
+    ]
+    return sa.union_all(*per_state)
 
 
 def select_jobs(

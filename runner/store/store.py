@@ -313,7 +313,7 @@ class Store:
     ) -> list[Job]:
         if limit <= 0:
             return []
-        stmt = queries.claim(
+        stmt, params = queries.claim(
             self.dialect,
             state=state,
             campaigns_=campaigns,
@@ -321,10 +321,10 @@ class Store:
             now=now,
             lease_until=now + lease_seconds,
             limit=limit,
-            order_by=(jobs.c.ready_at, jobs.c.id) if oldest_ready_first else (),
+            oldest_ready_first=oldest_ready_first,
         )
         with self.write() as conn:
-            return [_row_to_job(row) for row in conn.execute(stmt)]
+            return [_row_to_job(row) for row in conn.execute(stmt, params)]
 
     def claim_submits(
         self,
@@ -352,12 +352,12 @@ class Store:
                 lock_sql = sa.text("SELECT pg_advisory_xact_lock(:key)")
                 conn.execute(lock_sql, {"key": _lock_key(lock)})
             held: Counter[str] = Counter()
-            for name, n in conn.execute(queries.count_slots_held(names, now)):
+            for name, n in conn.execute(queries.count_slots_held(self.dialect, names, now)):
                 held[name] += int(n)
             for name, n in plan({name: held[name] for name in names}).items():
                 if n <= 0:
                     continue
-                stmt = queries.claim(
+                stmt, params = queries.claim(
                     self.dialect,
                     state=State.QUEUED,
                     campaigns_=[name],
@@ -366,7 +366,7 @@ class Store:
                     lease_until=now + lease_seconds,
                     limit=n,
                 )
-                claimed.extend(_row_to_job(row) for row in conn.execute(stmt))
+                claimed.extend(_row_to_job(row) for row in conn.execute(stmt, params))
         return claimed
 
     def apply(self, change: Change, *, owner: str | None, release: bool = True) -> bool:
@@ -461,7 +461,7 @@ class Store:
 
     def due_by_state(self, campaigns: Iterable[str], states: Iterable[State]) -> dict[State, float]:
         with self.read() as conn:
-            rows = conn.execute(queries.due_by_state(campaigns, states))
+            rows = conn.execute(queries.due_by_state(tuple(campaigns), tuple(states)))
             return {State(state): float(due) for state, due in rows if due is not None}
 
     # -- reading ---------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""What the worker asks the database at every round of claims costs the same whatever the size
+of the queue (SQLite, counted in SQLite's own virtual machine steps, which do not depend on the
+machine's speed).
+
+A campaign of 100,000 prompts sits in the queue for hours while the worker asks, many times a
+second, when something falls due and how many provider slots are held. A statement that reads
+the whole queue for that (a `min()` grouped by state, or SQLite's planner choosing the
+(campaign, state) index over the lease-owner one) cost milliseconds per round at 3,000 jobs and
+grows with the queue; these tests compare a short queue with a long one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.states import Change, State
+from runner.store import open_store, queries
+from runner.store.store import Store
+from tests.factories import campaign
+
+SHORT, LONG = 200, 20_000
+NOW = 2_000_000_000.0  # after every job's due time
+STEP = 10  # VM instructions per progress callback
+
+
+def _store(folder: Path, queued: int) -> Store:
+    """`queued` jobs waiting, 20 running and 5 claimed to submit, as a busy worker sees it."""
+    store = open_store(str(folder / "runner.db"))
+    store.enqueue(campaign(n=queued + 25), now=1.0)
+    claimed = store.claim(State.QUEUED, ["c1"], owner="w", now=NOW, lease_seconds=600.0, limit=25)
+    for job in claimed[:20]:
+        assert store.apply(Change(job.id, State.QUEUED, State.SUBMITTING), owner="w", release=False)
+        running = Change(job.id, State.SUBMITTING, State.RUNNING, {"remote_id": f"r{job.id}"})
+        assert store.apply(running, owner="w", release=False)
+    return store
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Store]]:
+    made = {n: _store(tmp_path_factory.mktemp(f"q{n}"), n) for n in (SHORT, LONG)}
+    yield made
+    for store in made.values():
+        store.close()
+
+
+def _steps(store: Store, statement: Any, params: dict[str, Any] | None = None) -> int:
+    """SQLite VM instructions (in units of STEP) to run `statement` and read all its rows;
+    whatever it writes is rolled back."""
+    with store.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        count = 0
+
+        def tick() -> int:
+            nonlocal count
+            count += 1
+            return 0  # go on
+
+        conn.begin()
+        driver.set_progress_handler(tick, STEP)
+        try:
+            rows = conn.execute(statement, params or {}).fetchall()
+        finally:
+            driver.set_progress_handler(None, 0)
+            conn.rollback()
+    assert rows is not None
+    return count
+
+
+def _claim(state: State, *, oldest_ready_first: bool = False) -> tuple[Any, dict[str, Any]]:
+    return queries.claim(
+        "sqlite",
+        state=state,
+        campaigns_=["c1"],
+        owner="w2",
+        now=NOW,
+        lease_until=NOW + 600,
+        limit=10,
+        oldest_ready_first=oldest_ready_first,
+    )
+
+
+STATEMENTS = {
+    "earliest due time per state": lambda: (
+        queries.due_by_state(("c1",), (State.QUEUED, State.RUNNING, State.DOWNLOADING)),
+        None,
+    ),
+    "provider slots held": lambda: (queries.count_slots_held("sqlite", ["c1"], NOW), None),
+    "claim of queued jobs to submit": lambda: _claim(State.QUEUED),
+    "claim of running jobs to poll": lambda: _claim(State.RUNNING),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", list(STATEMENTS))
+def test_a_round_of_claims_costs_the_same_with_a_hundred_times_the_queue(
+    stores: dict[int, Store], name: str
+) -> None:
+    statement, params = STATEMENTS[name]()
+    short = _steps(stores[SHORT], statement, params)
+    long = _steps(stores[LONG], statement, params)
+    assert short > 0
+    # an index seek grows with the log of the queue; a scan of it grows 100 times
+    assert long <= 2 * short + 20, (
+        f"{name}: {short * STEP} VM steps at {SHORT}, {long * STEP} at {LONG}"
+    )
+
+
+def test_the_statements_behind_a_round_of_claims_answer_right(stores: dict[int, Store]) -> None:
+    store = stores[LONG]
+
+    def held(now: float) -> list[int]:
+        with store.read() as conn:
+            rows = conn.execute(queries.count_slots_held("sqlite", ["c1"], now)).all()
+        assert {name for name, _ in rows} == {"c1"}
+        return sorted(n for _, n in rows)
+
+    assert held(NOW) == [5, 20]  # 5 claimed to submit, 20 running
+    assert held(NOW + 3600) == [20]  # the claims' leases ran out, the running jobs hold on
+    due = store.due_by_state(["c1"], [State.QUEUED, State.RUNNING, State.DOWNLOADING])
+    assert set(due) == {State.QUEUED, State.RUNNING}  # nothing downloading: no entry
+    assert due[State.QUEUED] == 0.0  # a new job is due at once
