@@ -84,6 +84,7 @@ def scale_table(scale: dict[str, Any]) -> list[str]:
         f"{_num(status['seconds'], 2)} s |",
         f"| peak RSS of `runner work` with {big['jobs']:,} jobs queued "
         f"({_num(rss['held_seconds'], 0)} s, then SIGINT) | {_num(rss['peak_rss_mb'], 1)} MB |",
+        *_claim_round_row(scale.get("claim_round"), big["jobs"]),
         f"| jobs per second end to end, no delays and no limits ({e2e['jobs']:,} jobs, "
         f"wall of `runner run`) | {_num(e2e['jobs_per_second'], 1)} |",
         f"| the same, first create to last file | "
@@ -93,6 +94,16 @@ def scale_table(scale: dict[str, Any]) -> list[str]:
         f"| CPU s per job in that run | {_num(e2e['cpu_seconds_per_job'], 4)} |",
         *_workers_rows(scale.get("postgres_workers", {"error": "not run"})),
         "",
+    ]
+
+
+def _claim_round_row(figures: dict[str, Any] | None, jobs: int) -> list[str]:
+    if figures is None:
+        return []
+    return [
+        f"| a round of claims with {jobs:,} jobs queued: when each state is due, then 24 "
+        f"claimed to submit (median of {figures['repeats']}) | "
+        f"{_num(figures['due_by_state_ms'], 2)} + {_num(figures['claim_24_submits_ms'], 2)} ms |"
     ]
 
 

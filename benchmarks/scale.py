@@ -14,8 +14,9 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,41 @@ def worker_rss(db: Path, folder: Path, hold_seconds: float) -> dict[str, Any]:
     }
 
 
+def claim_round(db: Path, repeats: int = 20) -> dict[str, Any]:
+    """What the worker asks the database at each round of claims, on the big database (after
+    the other figures that use it): when each state falls due, then a claim of 24 jobs to
+    submit with its count of the provider slots held. Timed in this process, median of
+    `repeats`; the claims lease jobs that nothing works on afterwards."""
+    from runner.store import open_store
+    from runner.worker.pool import CLAIMABLE
+
+    store = open_store(str(db))
+
+    def median_ms(call: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    try:
+        due_ms = median_ms(lambda: store.due_by_state([CAMPAIGN], CLAIMABLE))
+        claim_ms = median_ms(
+            lambda: store.claim_submits(
+                [CAMPAIGN],
+                owner="benchmark",
+                now=time.time(),
+                lease_seconds=60.0,
+                plan=lambda held: {CAMPAIGN: 24},
+                lock="benchmark",
+            )
+        )
+    finally:
+        store.close()
+    return {"due_by_state_ms": due_ms, "claim_24_submits_ms": claim_ms, "repeats": repeats}
+
+
 NO_DELAY_SIMULATOR = {
     "seed": 1,
     "max_side": 16,
@@ -264,5 +300,6 @@ def scale_figures(
     }
     figures["status"] = status_seconds(db, folder / "big")
     figures["worker_rss"] = worker_rss(db, folder / "big", hold_seconds)
+    figures["claim_round"] = claim_round(db)
     figures["end_to_end"] = end_to_end(e2e_jobs, folder / "e2e")
     return figures

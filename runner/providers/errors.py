@@ -147,7 +147,6 @@ def from_exception(exc: httpx.HTTPError) -> ProviderError:
     return ProviderError(ErrorKind.TIMEOUT, text, maybe_sent=True)
 
 
-@functools.lru_cache(maxsize=1024)
 @functools.lru_cache(maxsize=256)
 def api_url(text: str) -> httpx.URL:
     """An endpoint's URL, parsed once (an httpx.URL does not change): httpx parses every
