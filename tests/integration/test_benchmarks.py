@@ -99,6 +99,8 @@ def test_quick_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
         scale["status"]["seconds"],
         scale["worker_rss"]["peak_rss_mb"],
         scale["end_to_end"]["jobs_per_second"],
+        scale["claim_round"]["due_by_state_ms"],
+        scale["claim_round"]["claim_24_submits_ms"],
     ):
         assert isinstance(value, int | float) and math.isfinite(value)
     assert scale["enqueue"]["enqueued"] == scale["enqueue"]["jobs"]
@@ -109,3 +111,4 @@ def test_quick_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
     assert "## BFL-like" in markdown and "## Replicate-like" in markdown
     assert "| this runner |" in markdown and "## Scale" in markdown
     assert "makespan / LB" in markdown
+    assert "a round of claims with" in markdown
