@@ -214,6 +214,17 @@ def count_by_state(campaign: str | None = None) -> Executable:
     return stmt
 
 
+@functools.lru_cache(maxsize=64)
+def any_job_in(campaign: str, states: tuple[State, ...]) -> Executable:
+    """One job of `campaign` in one of `states`, if there is any (the worker asks whether
+    anything is left after every round it found nothing to do)."""
+    return (
+        sa.select(jobs.c.id)
+        .where(jobs.c.campaign == campaign, jobs.c.state.in_([s.value for s in states]))
+        .limit(1)
+    )
+
+
 def cost_by_campaign(campaign: str | None = None) -> Executable:
     stmt = (
         sa.select(jobs.c.campaign, sa.func.sum(jobs.c.cost))

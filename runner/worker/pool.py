@@ -324,9 +324,8 @@ class Worker:
             runtime = self.campaigns[name]
             if not runtime.follows:
                 continue
-            counts = self.store.counts(name).get(name, {})
             waiting = SETTLED if runtime.submits else SETTLED | {State.QUEUED}
-            if any(State(s) not in waiting and n for s, n in counts.items()):
+            if self.store.has_jobs(name, [s for s in State if s not in waiting]):
                 return False
         return True
 

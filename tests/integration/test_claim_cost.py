@@ -5,8 +5,9 @@ machine's speed).
 A campaign of 100,000 prompts sits in the queue for hours while the worker asks, many times a
 second, when something falls due and how many provider slots are held. A statement that reads
 the whole queue for that (a `min()` grouped by state, or SQLite's planner choosing the
-(campaign, state) index over the lease-owner one) cost milliseconds per round at 3,000 jobs and
-grows with the queue; these tests compare a short queue with a long one.
+(campaign, state) index over the lease-owner one, or counting every job to learn whether any is
+left) cost milliseconds per round at 3,000 jobs and grows with the queue; these tests compare a
+short queue with a long one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from runner.states import Change, State
+from runner.states import SETTLED, Change, State
 from runner.store import open_store, queries
 from runner.store.store import Store
 from tests.factories import campaign
@@ -25,6 +26,7 @@ from tests.factories import campaign
 SHORT, LONG = 200, 20_000
 NOW = 2_000_000_000.0  # after every job's due time
 STEP = 10  # VM instructions per progress callback
+UNSETTLED = [s for s in State if s not in SETTLED]
 
 
 def _store(folder: Path, queued: int) -> Store:
@@ -90,6 +92,11 @@ STATEMENTS = {
         None,
     ),
     "provider slots held": lambda: (queries.count_slots_held("sqlite", ["c1"], NOW), None),
+    "anything left to do": lambda: (queries.any_job_in("c1", tuple(UNSETTLED)), None),
+    "anything left but the queue (a halted campaign)": lambda: (
+        queries.any_job_in("c1", tuple(s for s in UNSETTLED if s is not State.QUEUED)),
+        None,
+    ),
     "claim of queued jobs to submit": lambda: _claim(State.QUEUED),
     "claim of running jobs to poll": lambda: _claim(State.RUNNING),
 }
@@ -121,6 +128,10 @@ def test_the_statements_behind_a_round_of_claims_answer_right(stores: dict[int, 
 
     assert held(NOW) == [5, 20]  # 5 claimed to submit, 20 running
     assert held(NOW + 3600) == [20]  # the claims' leases ran out, the running jobs hold on
+    assert store.has_jobs("c1", UNSETTLED)
+    assert store.has_jobs("c1", [State.RUNNING])
+    assert not store.has_jobs("c1", [State.DOWNLOADING, State.DONE])
+    assert not store.has_jobs("other", UNSETTLED)
     due = store.due_by_state(["c1"], [State.QUEUED, State.RUNNING, State.DOWNLOADING])
     assert set(due) == {State.QUEUED, State.RUNNING}  # nothing downloading: no entry
     assert due[State.QUEUED] == 0.0  # a new job is due at once
