@@ -490,7 +490,7 @@ class Store:
         # Created, or maybe created: each of these may have been billed.
         billed = IN_FLIGHT | {State.DOWNLOADING, State.DONE, State.UNCERTAIN}
         with self.read() as conn:
-            known, unknown = conn.execute(queries.spend(campaign, billed, now)).one()
+            known, unknown = conn.execute(queries.spend(self.dialect, campaign, billed, now)).one()
             last = conn.execute(queries.last_cost(campaign)).scalar()
         return Spend(
             known=float(known or 0.0),

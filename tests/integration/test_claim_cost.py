@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from runner.states import SETTLED, Change, State
+from runner.states import IN_FLIGHT, SETTLED, Change, State
 from runner.store import open_store, queries
+from runner.store.schema import jobs
 from runner.store.store import Store
 from tests.factories import campaign
 
@@ -27,6 +29,7 @@ SHORT, LONG = 200, 20_000
 NOW = 2_000_000_000.0  # after every job's due time
 STEP = 10  # VM instructions per progress callback
 UNSETTLED = [s for s in State if s not in SETTLED]
+BILLED = IN_FLIGHT | {State.DOWNLOADING, State.DONE, State.UNCERTAIN}
 
 
 def _store(folder: Path, queued: int) -> Store:
@@ -97,6 +100,8 @@ STATEMENTS = {
         queries.any_job_in("c1", tuple(s for s in UNSETTLED if s is not State.QUEUED)),
         None,
     ),
+    "budget: what was spent": lambda: (queries.spend("sqlite", "c1", BILLED, NOW), None),
+    "budget: the last cost reported": lambda: (queries.last_cost("c1"), None),
     "claim of queued jobs to submit": lambda: _claim(State.QUEUED),
     "claim of running jobs to poll": lambda: _claim(State.RUNNING),
 }
@@ -132,6 +137,28 @@ def test_the_statements_behind_a_round_of_claims_answer_right(stores: dict[int, 
     assert store.has_jobs("c1", [State.RUNNING])
     assert not store.has_jobs("c1", [State.DOWNLOADING, State.DONE])
     assert not store.has_jobs("other", UNSETTLED)
+    spend = store.spend("c1", NOW)  # no cost reported; 20 running and 5 claimed may be billed
+    assert (spend.known, spend.unknown, spend.last_cost) == (0.0, 25, None)
     due = store.due_by_state(["c1"], [State.QUEUED, State.RUNNING, State.DOWNLOADING])
     assert set(due) == {State.QUEUED, State.RUNNING}  # nothing downloading: no entry
     assert due[State.QUEUED] == 0.0  # a new job is due at once
+
+
+def test_the_last_cost_is_the_latest_reported_by_a_live_or_a_finished_job(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "runner.db"))
+    store.enqueue(campaign(n=4), now=1.0)
+    first, second, third, _ = list(store.jobs("c1"))
+
+    def move(job_id: int, **values: Any) -> None:
+        with store.write() as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    assert store.spend("c1", NOW).last_cost is None
+    move(first.id, state="done", cost=2.0, finished_at=10.0, updated_at=10.0)
+    move(second.id, state="failed", cost=9.0, finished_at=5.0, updated_at=5.0)
+    assert store.spend("c1", NOW).last_cost == 2.0  # the last finished, not the first
+    move(third.id, state="running", cost=3.0, updated_at=20.0)  # BFL: a cost at the create
+    assert store.spend("c1", NOW).last_cost == 3.0
+    move(third.id, updated_at=8.0)
+    assert store.spend("c1", NOW).last_cost == 2.0
+    store.close()
