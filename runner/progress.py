@@ -1,7 +1,8 @@
 """Progress while a campaign runs: a live table on a terminal, a log line elsewhere.
 
 On a terminal (rich): per campaign the jobs per state, images per minute, time left, cost, and
-the latest problems, redrawn every second. Not a terminal (cron, a pipe): one plain log line
+the latest problems, redrawn every second (less often for a campaign so big that reading the
+counts takes a while). Not a terminal (cron, a pipe): one plain log line
 per campaign a minute; the worker logs the changes worth knowing (a halt, the end) itself.
 Both read the same `runner.overview` figures the `status` command shows.
 """
@@ -9,6 +10,7 @@ Both read the same `runner.overview` figures the `status` command shows.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -25,6 +27,7 @@ log = logging.getLogger("runner")
 
 IN_FLIGHT_STATES = (State.SUBMITTING, State.RUNNING, State.RECONCILING)
 PROBLEM_STATES = (State.FAILED, State.MODERATED, State.EXPIRED, State.UNCERTAIN)
+SNAPSHOT_SHARE = 20  # the live table waits at least this many times as long as reading it took
 
 
 def _count(c: CampaignOverview, states: tuple[State, ...]) -> int:
@@ -69,15 +72,26 @@ def _snapshot(store: Store, names: list[str]) -> tuple[Overview, list[dict[str, 
     return view, store.recent_problems(names, PROBLEM_STATES, limit=3)
 
 
+def redraw_after(every: float, took: float) -> float:
+    """Seconds until the live table is read again, when reading it last took `took`."""
+    return max(every, SNAPSHOT_SHARE * took)
+
+
 async def live(store: Store, names: list[str], every: float = 1.0) -> None:
-    """Redraw the table every `every` seconds until cancelled (then draw it once more)."""
+    """Redraw the table every `every` seconds until cancelled (then draw it once more).
+
+    The counts read every job of the campaigns (0.13 s with 1,000,000 jobs): the table is then
+    redrawn less often, so that reading it never takes more than a twentieth of the time."""
     console = Console(stderr=True)
     view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
     with Live(render(view, problems), console=console, auto_refresh=False) as display:
         try:
+            took = 0.0
             while True:
-                await anyio.sleep(every)
+                await anyio.sleep(redraw_after(every, took))
+                started = time.monotonic()
                 view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
+                took = time.monotonic() - started
                 display.update(render(view, problems), refresh=True)
         finally:
             with anyio.CancelScope(shield=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runner.overview import (
     CampaignOverview,
     Overview,
@@ -10,6 +12,7 @@ from runner.overview import (
     to_json,
     to_text,
 )
+from runner.progress import redraw_after
 from runner.store.store import WorkerInfo
 
 
@@ -62,3 +65,10 @@ def test_rate_is_measured_over_the_window_or_since_the_first_finish() -> None:
     assert _per_minute(60, first=0.0, now=6000.0) == 6.0  # the whole 10-minute window
     assert _per_minute(60, first=5880.0, now=6000.0) == 30.0  # only 2 minutes of finishes
     assert _per_minute(10, first=5999.0, now=6000.0) == 20.0  # at least 30 s: no wild rate
+
+
+def test_the_live_table_is_read_less_often_when_reading_it_takes_long() -> None:
+    assert redraw_after(1.0, 0.004) == 1.0  # a few thousand jobs: every second
+    # a million jobs, 0.13 s to count: reading the table keeps to a twentieth of the time
+    assert redraw_after(1.0, 0.13) == pytest.approx(2.6)
+    assert redraw_after(5.0, 0.13) == 5.0
