@@ -29,8 +29,12 @@ _REAP_POLL = 0.02
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any RUNNER_* or provider key settings, plus `extra`."""
-    dropped = ("RUNNER_", "REPLICATE_", "BFL_")
+    """The environment without any RUNNER_* or provider key settings, plus `extra`.
+
+    Nor PYTHONDONTWRITEBYTECODE: a user's Python keeps the compiled modules it imports, and a
+    measured command that compiled the runner's sources anew at every start (0.2 s here) would
+    not be what a user runs."""
+    dropped = ("RUNNER_", "REPLICATE_", "BFL_", "PYTHONDONTWRITEBYTECODE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
