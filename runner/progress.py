@@ -1,9 +1,9 @@
 """Progress while a campaign runs: a live table on a terminal, a log line elsewhere.
 
 On a terminal (rich): per campaign the jobs per state, images per minute, time left, cost, and
-the latest problems, redrawn every second (less often for a campaign so big that reading the
-counts takes a while). Not a terminal (cron, a pipe): one plain log line
-per campaign a minute; the worker logs the changes worth knowing (a halt, the end) itself.
+the latest problems, redrawn every second (less often when counting a big campaign takes a
+while). Not a terminal (cron, a pipe): one plain log line per campaign a minute; the worker
+logs the changes worth knowing (a halt, the end) itself.
 Both read the same `runner.overview` figures the `status` command shows.
 """
 

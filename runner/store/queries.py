@@ -236,6 +236,16 @@ def cost_by_campaign(campaign: str | None = None) -> Executable:
     return stmt
 
 
+# Queued jobs that a worker has claimed to submit (parameters :now and :queued). SQLite's
+# planner must be told to read them through the lease-owner index: see `count_slots_held`.
+_CLAIMED = "lease_owner IS NOT NULL AND lease_expires_at >= :now AND state = :queued"
+
+
+def _by_lease(dialect: str) -> str:
+    """The jobs table, read through the lease-owner index."""
+    return "jobs INDEXED BY ix_jobs_lease_owner" if dialect == "sqlite" else "jobs"
+
+
 def spend(dialect: str, campaign: str, billed: Iterable[State], now: float) -> Executable:
     """One row for the budget: the cost reported so far, and how many jobs may have been (or
     are about to be) billed without a reported cost: in a billed state, or queued and claimed
@@ -346,15 +356,6 @@ def count_slots_held(dialect: str, campaigns_: Iterable[str], now: float) -> Exe
         sa.bindparam("now", now, type_=sa.Float),
         sa.bindparam("queued", State.QUEUED.value),
     )
-
-
-# Queued jobs that a worker has claimed to submit (parameters :now and :queued).
-_CLAIMED = "lease_owner IS NOT NULL AND lease_expires_at >= :now AND state = :queued"
-
-
-def _by_lease(dialect: str) -> str:
-    """The jobs table, read through the lease-owner index."""
-    return "jobs INDEXED BY ix_jobs_lease_owner" if dialect == "sqlite" else "jobs"
 
 
 def hint_due(remote_id: str, now: float) -> Executable:

@@ -5,9 +5,9 @@ machine's speed).
 A campaign of 100,000 prompts sits in the queue for hours while the worker asks, many times a
 second, when something falls due and how many provider slots are held. A statement that reads
 the whole queue for that (a `min()` grouped by state, or SQLite's planner choosing the
-(campaign, state) index over the lease-owner one, or counting every job to learn whether any is
-left) cost milliseconds per round at 3,000 jobs and grows with the queue; these tests compare a
-short queue with a long one.
+(campaign, state) index over the lease-owner one, counting every job to learn whether any is
+left, or sorting every job for a budget's last cost) cost milliseconds per round at 3,000 jobs
+and grows with the queue; these tests compare a short queue with a long one.
 """
 
 from __future__ import annotations
@@ -68,11 +68,10 @@ def _steps(store: Store, statement: Any, params: dict[str, Any] | None = None) -
         conn.begin()
         driver.set_progress_handler(tick, STEP)
         try:
-            rows = conn.execute(statement, params or {}).fetchall()
+            conn.execute(statement, params or {}).fetchall()
         finally:
             driver.set_progress_handler(None, 0)
             conn.rollback()
-    assert rows is not None
     return count
 
 
