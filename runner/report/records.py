@@ -63,7 +63,6 @@ _SPACES = re.compile(r"\s+")
 
 
 @functools.cache
-@functools.cache
 def runner_version() -> str:
     try:
         return metadata.version("runner")

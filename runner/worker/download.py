@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
+from runner.report.files import fsync_dir
+
 MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
@@ -179,14 +181,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _checked_name(name: str, folder: Path) -> str:
     """`name` when it names a file directly inside `folder`; a DownloadError otherwise."""
     if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\x00")):
@@ -211,7 +205,7 @@ def _place(temp: Path, folder: Path, name_for: Callable[[str], str], ext: str, d
                 return final
             continue
         temp.unlink()
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return final
     raise DownloadError(f"no free file name for {base} in {folder}")
 
