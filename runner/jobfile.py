@@ -55,6 +55,7 @@ from runner.inputs import (
     ImageInputError,
     field_value,
     folder_images,
+    has_files,
     key_view,
     resolve_images,
 )
@@ -909,13 +910,15 @@ def _expand(
     # prompt, image and seed, nested values included: nothing changes an input once it is made.
     plain = _merge(defaults, {})
     plain_seeds = _seeds(plain, default_variants)
+    plain_splice = _prompt_splice(plain)
     for entry in entries:
         if entry.overrides or entry.variants is not None:
             merged = _merge(defaults, entry.overrides)
             variants = entry.variants if entry.variants is not None else default_variants
             seeds = _seeds(merged, variants)
+            splice = _prompt_splice(merged)
         else:
-            merged, seeds = plain, plain_seeds
+            merged, seeds, splice = plain, plain_seeds, plain_splice
         for prompt, used in expand_template(entry.prompt, matrix.top_vars, entry.vars, entry.place):
             slug = slugify(prompt)
             for image, model, (v, seed) in itertools.product(images, matrix.models, seeds):
@@ -924,8 +927,11 @@ def _expand(
                     effective[matrix.image_field] = field_value(matrix.image_field, image.marker)
                 if seed is not None:
                     effective["seed"] = seed
-                view = key_view(effective)
-                view_json = canonical_json(view)
+                if splice is not None and image is None and seed is None:
+                    view, view_json = effective, f"{splice[0]}{canonical_json(prompt)}{splice[1]}"
+                else:
+                    view = key_view(effective)
+                    view_json = canonical_json(view)
                 if entry.id is not None:
                     key = _id_key(entry.id, used, image, v, model if several_models else None)
                 else:
@@ -970,6 +976,27 @@ def _expand(
                     )
                 )
     return jobs, duplicates
+
+
+# Stands for the prompt in `_prompt_splice`; NUL never is in a prompt (`check_prompt`).
+_PROMPT_MARK = "\x00prompt\x00"
+
+
+def _prompt_splice(base: dict[str, Any]) -> tuple[str, str] | None:
+    """What `input_view({**base, "prompt": p})` writes before and after the text of p, when
+    `base` names no local file; None when it does.
+
+    Such an input is its own key view, and its canonical JSON is the same for every prompt but
+    for the prompt's own text: a prompts file's jobs are written around it, rather than walked
+    and encoded whole, one job at a time.
+    """
+    if has_files(base):
+        return None
+    mark = canonical_json(_PROMPT_MARK)
+    head, found, tail = canonical_json({**base, "prompt": _PROMPT_MARK}).partition(mark)
+    if not found or mark in tail:  # another value holds the same text
+        return None
+    return head, tail
 
 
 def _check_ids_unique(entries: list[Entry]) -> None:

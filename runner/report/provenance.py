@@ -15,13 +15,13 @@ written is logged with the command that writes it again.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner import jsontext
 from runner.report.files import write_bytes_atomically
 from runner.report.records import provenance_record
 from runner.states import Change, Job, State, applied
@@ -38,7 +38,7 @@ def sidecar_path(image: str | Path) -> Path:
 
 
 def sidecar_bytes(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    return jsontext.dumps_indented(record)
 
 
 @dataclass

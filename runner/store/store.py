@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import operator
 import os
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from runner import jsontext
 from runner.campaign import Campaign, CampaignSettings, JobSpec
 from runner.states import IN_FLIGHT, Change, Job, State
 from runner.store import migrate, queries
@@ -591,13 +591,13 @@ def _job_rows(campaign: Campaign, specs: Sequence[JobSpec], now: float) -> list[
     """The rows of `specs` for `queries.insert_jobs_ignoring_existing`, JSON already encoded,
     as tuples of the `_ROW_COLUMNS`.
 
-    `json.dumps` with its defaults is what the JSON column type would have written, so rows
-    read the same whichever way they were stored.
+    The JSON text differs from what the JSON column type would have written in spacing only, so
+    rows read the same whichever way they were stored.
     """
     name = campaign.settings.name
     provider = campaign.settings.provider.name
     queued = State.QUEUED.value
-    dumps = json.dumps
+    dumps = jsontext.dumps
     return [
         (
             name,

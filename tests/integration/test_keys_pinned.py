@@ -85,7 +85,8 @@ def _write(folder: Path) -> tuple[Path, Path]:
 
 
 def _rows(store: Store, campaign: str, folder: Path) -> list[dict[str, Any]]:
-    """The campaign's rows as stored, JSON columns as their text (with the folder left out)."""
+    """The campaign's rows as stored, JSON columns as the values their text holds (with the
+    folder left out): the text's spacing is free, and changed when orjson began writing it."""
     stmt = (
         sa.select(
             jobs.c.key,
@@ -103,7 +104,8 @@ def _rows(store: Store, campaign: str, folder: Path) -> list[dict[str, Any]]:
     with store.read() as conn:
         rows = [dict(row._mapping) for row in conn.execute(stmt)]
     for row in rows:
-        row["input"] = row["input"].replace(str(folder.resolve()), "<folder>")
+        row["input"] = json.loads(row["input"].replace(str(folder.resolve()), "<folder>"))
+        row["meta"] = json.loads(row["meta"])
     return rows
 
 
@@ -129,9 +131,10 @@ FOLDER_PINS = [
     ("snow~7be417ff82", "0c93aa15ab6bcf0b1759b7103c0d4175207969fa6277ed090b110c049dde0ef8"),
     ("snow~3f5f95c82e", "d58d2e44fea0235a5d6afadef09df0340060993521b8f9b1d2375a6d0707b59f"),
 ]
-# Of every stored column that a job file decides, for every job, in id order.
-MANY_DIGEST = "84586447c1e7d25e3a24f0203cf26ebc59f093b1ead8a8bcf58690b301940ac3"
-FOLDER_DIGEST = "dac5bb64daf64ae24dad066dacac50c88da840412eaf8935689d54db6d5147a1"
+# Of every stored column that a job file decides, for every job, in id order (JSON columns by
+# their values; these are the digests of the text pins before, decoded).
+MANY_DIGEST = "3e1285869e1a975063acb3154df25dca765173e57b3cc72980d4b70cd2347124"
+FOLDER_DIGEST = "24762b6111513581a882a1f3d7db0667876f29b86cb360f2a5bfb4a6491d8c83"
 
 
 def test_keys_fingerprints_and_stored_rows_are_pinned(store: Store, tmp_path: Path) -> None:
@@ -150,10 +153,22 @@ def test_keys_fingerprints_and_stored_rows_are_pinned(store: Store, tmp_path: Pa
         "idx": 1,
         "provider": "bfl",
         "model": "flux-dev",
-        "input": '{"width": 1024, "height": 768, "safety_tolerance": 2, "extra": {"a": 1, '
-        '"b": [1, 2]}, "prompt": "a fox in fog"}',
-        "meta": '{"prompt": "a fox in fog", "id": null, "variant": 0, "seed": null, '
-        '"slug": "a-fox-in-fog", "source": "many.yaml:8", "vars": {"animal": "fox"}}',
+        "input": {
+            "width": 1024,
+            "height": 768,
+            "safety_tolerance": 2,
+            "extra": {"a": 1, "b": [1, 2]},
+            "prompt": "a fox in fog",
+        },
+        "meta": {
+            "prompt": "a fox in fog",
+            "id": None,
+            "variant": 0,
+            "seed": None,
+            "slug": "a-fox-in-fog",
+            "source": "many.yaml:8",
+            "vars": {"animal": "fox"},
+        },
         "input_hash": "0b6e3ebe988d74a3569c46135b08153bcde2a703d9059b008c1344060a4f7e10",
         "state": "queued",
     }
@@ -161,12 +176,18 @@ def test_keys_fingerprints_and_stored_rows_are_pinned(store: Store, tmp_path: Pa
 
     folder_rows = _rows(store, "pins-folder", tmp_path)
     assert [(row["key"], row["input_hash"]) for row in folder_rows] == FOLDER_PINS
-    assert folder_rows[0]["input"] == (
-        '{"output_format": "png", "prompt": "make it night", "input_images": [{"$file": '
-        '"<folder>/photos/a.png", "sha256": '
-        '"a18990231a2bd0b4c7926c8d866816489b791537a501a84ff621f6504d162c42", "bytes": 13, '
-        '"mime": "image/png"}]}'
-    )
+    assert folder_rows[0]["input"] == {
+        "output_format": "png",
+        "prompt": "make it night",
+        "input_images": [
+            {
+                "$file": "<folder>/photos/a.png",
+                "sha256": "a18990231a2bd0b4c7926c8d866816489b791537a501a84ff621f6504d162c42",
+                "bytes": 13,
+                "mime": "image/png",
+            }
+        ],
+    }
     assert _digest(folder_rows) == FOLDER_DIGEST
 
     # Loading again finds every job: the keys are what the store already holds.

@@ -15,9 +15,9 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from runner.campaign import JobSpec, input_fingerprint, input_view
-from runner.inputs import MARKER_KEY, key_view
-from runner.jobfile import job_key
+from runner.campaign import JobSpec, canonical_json, input_fingerprint, input_view
+from runner.inputs import MARKER_KEY, has_files, key_view
+from runner.jobfile import _prompt_splice, job_key
 
 # Text of any characters but half a UTF-16 pair (which the loader refuses), or of ASCII alone:
 # the ASCII-only and the plain encodings of JSON differ from DEL (0x7F) on.
@@ -80,3 +80,29 @@ def test_a_replaced_input_never_keeps_the_view_of_the_old_one() -> None:
     other = dataclasses.replace(spec, input={"prompt": "a cat"})
     assert other.fingerprint("bfl") == original_fingerprint("bfl", "flux-dev", {"prompt": "a cat"})
     assert other == JobSpec("k", 1, "flux-dev", {"prompt": "a cat"})
+
+
+plain_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(base=st.dictionaries(texts, plain_values, max_size=5), prompt=texts)
+@example(base={"note": "\x00prompt\x00"}, prompt="a fox")
+@example(base={"prompt": "the default", "width": 512}, prompt="a fox")
+def test_a_prompts_jobs_view_written_around_its_prompt_is_the_whole_view(
+    base: dict[str, Any], prompt: str
+) -> None:
+    splice = _prompt_splice(base)
+    whole = input_view({**base, "prompt": prompt})
+    if splice is None:  # only when another value holds the text that stands for the prompt
+        assert canonical_json("\x00prompt\x00") in canonical_json(base)
+    else:
+        assert f"{splice[0]}{canonical_json(prompt)}{splice[1]}" == whole
+
+
+@given(base=inputs.filter(has_files))
+def test_an_input_naming_a_file_is_never_written_around_its_prompt(base: dict[str, Any]) -> None:
+    assert _prompt_splice(base) is None
