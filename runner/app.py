@@ -65,7 +65,9 @@ def check_keys(settings: Iterable[CampaignSettings], simulate: bool) -> None:
 
 @dataclass(frozen=True)
 class Enqueued:
-    campaign: Campaign
+    # The settings, not the campaign: its jobs are in the database now, and `runner run` would
+    # keep a list of up to 100,000 of them in memory while it works.
+    settings: CampaignSettings
     added: int
     existing: int
 
@@ -77,7 +79,7 @@ def submit(jobfile: str, db: str | None, *, simulate: bool = False) -> tuple[Sto
     store = open_store(resolve_db(db, jobfile))
     result = store.enqueue(campaign)
     store.set_halted(campaign.settings.name, None)
-    return store, Enqueued(campaign, result.added, result.existing)
+    return store, Enqueued(campaign.settings, result.added, result.existing)
 
 
 @dataclass(frozen=True)

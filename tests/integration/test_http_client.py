@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -103,3 +104,21 @@ def test_commands_run_on_uvloop() -> None:
         return type(asyncio.get_running_loop()).__module__
 
     assert _run_async(loop_module).startswith("uvloop")
+
+
+@pytest.mark.timeout(60)
+def test_a_command_sets_what_it_holds_aside_from_the_garbage_collector() -> None:
+    # In a process of its own: freezing the heap and the thresholds are the process's.
+    script = (
+        "import gc\n"
+        "from runner.cli import _run_async\n"
+        "before = gc.get_freeze_count()\n"
+        "async def noop(): return None\n"
+        "_run_async(noop); frozen = gc.get_freeze_count(); _run_async(noop)\n"
+        "print(before, frozen > 1000, gc.get_freeze_count() == frozen, gc.get_threshold())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=50, check=True
+    )
+    # frozen once, at the first event loop, and the young generation collected less often
+    assert done.stdout.strip().split(maxsplit=3) == ["0", "True", "True", "(10000, 20, 20)"]
