@@ -71,6 +71,9 @@ def test_iso_is_utc_with_milliseconds() -> None:
     assert iso(None) is None
     assert iso(T0 + 0.125) == "2023-11-14T22:13:20.125Z"
     assert datetime.fromisoformat(str(iso(T0 + 0.125))).timestamp() == T0 + 0.125
+    assert iso(T0 + 0.9996) == "2023-11-14T22:13:20.999Z"  # cut to milliseconds, not rounded
+    assert iso(T0) == "2023-11-14T22:13:20.000Z"
+    assert iso(0.0) == "1970-01-01T00:00:00.000Z"
 
 
 @pytest.mark.parametrize(
