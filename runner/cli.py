@@ -7,6 +7,7 @@ resume).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import gc
@@ -66,6 +67,9 @@ def _quiet_collector() -> None:
     """
     gc.collect()
     gc.freeze()
+    # Handed back at exit, so that the final collection still closes what is in cycles: the
+    # database's connections among them, whose close checkpoints SQLite's WAL into the file.
+    atexit.register(gc.unfreeze)
     gc.set_threshold(10_000, 20, 20)
 
 
