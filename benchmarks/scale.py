@@ -213,7 +213,7 @@ def claim_round(db: Path, repeats: int = 20) -> dict[str, Any]:
         return statistics.median(times) * 1000
 
     try:
-        due_ms = median_ms(lambda: store.due_by_state([CAMPAIGN], CLAIMABLE))
+        due_ms = median_ms(lambda: store.due_by_state([CAMPAIGN], CLAIMABLE, time.time()))
         claim_ms = median_ms(
             lambda: store.claim_submits(
                 [CAMPAIGN],

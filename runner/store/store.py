@@ -459,9 +459,13 @@ class Store:
         with self.write() as conn:
             return bool(conn.execute(queries.hint_due(remote_id, now)).rowcount)
 
-    def due_by_state(self, campaigns: Iterable[str], states: Iterable[State]) -> dict[State, float]:
+    def due_by_state(
+        self, campaigns: Iterable[str], states: Iterable[State], now: float
+    ) -> dict[State, float]:
+        """The earliest due time of each state among the jobs no live lease holds."""
         with self.read() as conn:
-            rows = conn.execute(queries.due_by_state(tuple(campaigns), tuple(states)))
+            statement = queries.due_by_state(tuple(campaigns), tuple(states))
+            rows = conn.execute(statement, {"now": now})
             return {State(state): float(due) for state, due in rows if due is not None}
 
     # -- reading ---------------------------------------------------------------------------

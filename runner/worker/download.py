@@ -31,7 +31,7 @@ from runner.report.files import fsync_dir
 MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
-SPOOL = 8 * 1024 * 1024  # bytes of a body held in memory before it goes to disk
+SPOOL = 1024 * 1024  # bytes of a body held in memory before it goes to disk
 ALLOWED_SCHEMES = ("http", "https")
 _MAX_TAG = 100  # characters of the tag kept in a temporary file's name
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -66,7 +66,11 @@ class PoolOptions:
     # few seconds each, or it, not the provider, would set the pace.
     submitters: int = 128
     pollers: int = 32
-    downloaders: int = 32
+    # Downloads at once. A finished result waits for one of these, and its URL is expiring:
+    # at a few hundred results a second each download also waits its turn on the event loop
+    # and the database, so 32 left results queued for seconds; 128 keeps that under a second.
+    # Memory stays bounded: each holds at most download.SPOOL bytes (128 x 1 MiB).
+    downloaders: int = 128
     tick: float = 0.5  # longest sleep between looks at the queue
     # A dead worker's jobs return to the others when its lease runs out; the heartbeat renews
     # leases every quarter of it. Scaled down with every wait in tests, but never below 10 s.
@@ -308,7 +312,7 @@ class Worker:
                     await self._db_call(self.store.mark_orphaned_submits, now)
                     last_sweep = now
                 if follow:
-                    due = await self._db_call(self.store.due_by_state, follow, CLAIMABLE)
+                    due = await self._db_call(self.store.due_by_state, follow, CLAIMABLE, now)
                     waiting = await self._claim_and_start(tg, follow, now, due)
                 idle = sum(self.in_hand.values()) == 0
                 if idle and await self._finished(names):

@@ -91,7 +91,7 @@ def _claim(state: State, *, oldest_ready_first: bool = False) -> tuple[Any, dict
 STATEMENTS = {
     "earliest due time per state": lambda: (
         queries.due_by_state(("c1",), (State.QUEUED, State.RUNNING, State.DOWNLOADING)),
-        None,
+        {"now": NOW},
     ),
     "provider slots held": lambda: (queries.count_slots_held("sqlite", ["c1"], NOW), None),
     "anything left to do": lambda: (queries.any_job_in("c1", tuple(UNSETTLED)), None),
@@ -138,9 +138,13 @@ def test_the_statements_behind_a_round_of_claims_answer_right(stores: dict[int, 
     assert not store.has_jobs("other", UNSETTLED)
     spend = store.spend("c1", NOW)  # no cost reported; 20 running and 5 claimed may be billed
     assert (spend.known, spend.unknown, spend.last_cost) == (0.0, 25, None)
-    due = store.due_by_state(["c1"], [State.QUEUED, State.RUNNING, State.DOWNLOADING])
-    assert set(due) == {State.QUEUED, State.RUNNING}  # nothing downloading: no entry
-    assert due[State.QUEUED] == 0.0  # a new job is due at once
+    states = [State.QUEUED, State.RUNNING, State.DOWNLOADING]
+    # the 20 running jobs are in hand (leased): not due, or every round would claim nothing
+    due = store.due_by_state(["c1"], states, NOW)
+    assert set(due) == {State.QUEUED}  # nothing downloading: no entry
+    assert due[State.QUEUED] == 0.0  # a new job is due at once, past the 5 claimed
+    later = store.due_by_state(["c1"], states, NOW + 3600)  # the leases ran out: due again
+    assert set(later) == {State.QUEUED, State.RUNNING}
 
 
 def test_the_last_cost_is_the_latest_reported_by_a_live_or_a_finished_job(tmp_path: Path) -> None:
