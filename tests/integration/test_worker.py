@@ -216,9 +216,11 @@ def test_a_result_found_ready_is_downloaded_without_going_back_to_the_queue(
         config = dataclasses.replace(config, prefer_wait=10)
     store.enqueue(campaign(n=12, out=tmp_path / "out", provider=config))
     claimed: list[State] = []
+    asked: list[State] = []
     claim = store.claim
 
     def watched(state: State, *args: Any, **kwargs: Any) -> Any:
+        asked.append(state)
         jobs = claim(state, *args, **kwargs)
         claimed.extend(state for _ in jobs)
         return jobs
@@ -227,6 +229,9 @@ def test_a_result_found_ready_is_downloaded_without_going_back_to_the_queue(
     run(store, "c1", monkeypatch)
     assert states_of(store) == {"done": 12}
     assert State.DOWNLOADING not in claimed  # every download ran on from the look that found it
+    # ... and no round of claims took those downloads, held by its own tasks, for due ones: a
+    # claim that finds nothing, queued behind the writes, at every round
+    assert State.DOWNLOADING not in asked
     if style == "bfl":
         assert claimed.count(State.RUNNING) >= 12  # the polls themselves were claimed
 
