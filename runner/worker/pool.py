@@ -348,8 +348,8 @@ class Worker:
         if delay > 0:
             with anyio.move_on_after(delay):
                 await self._wake.wait()
-        # A task finished: others finishing with it share the round. Or what was due found
-        # no taker (another worker claimed it first): no spinning on it meanwhile.
+        # A task finished: others finishing with it share the round. Or something is due
+        # still (another worker claimed it first, or more than this round took): no spinning.
         if self._wake.is_set() or delay <= 0:
             await anyio.sleep(COALESCE)
 
