@@ -69,7 +69,7 @@ class PoolOptions:
     # Downloads at once. A finished result waits for one of these, and its URL is expiring:
     # at a few hundred results a second each download also waits its turn on the event loop
     # and the database, so 32 left results queued for seconds; 128 keeps that under a second.
-    # Memory stays bounded: each holds at most download.SPOOL bytes (128 x 1 MiB).
+    # Memory stays bounded: each holds about download.SPOOL bytes at most (128 x 1 MiB).
     downloaders: int = 128
     tick: float = 0.5  # longest sleep between looks at the queue
     # A dead worker's jobs return to the others when its lease runs out; the heartbeat renews
