@@ -83,6 +83,12 @@ def claim(
     return stmt, {"owner": owner, "now": now, "lease_until": lease_until, "limit": limit}
 
 
+def unleased(now: Any) -> sa.ColumnElement[bool]:
+    """No live lease holds the job: nobody has it, or its holder's lease ran out before `now`.
+    Claims take only such jobs, and only such jobs count as due, so the two always agree."""
+    return sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now)
+
+
 @functools.lru_cache(maxsize=64)
 def _claim(
     dialect: str, state: State, campaigns_: tuple[str, ...], oldest_ready_first: bool
@@ -99,7 +105,7 @@ def _claim(
             jobs.c.state == state.value,
             jobs.c.campaign.in_(list(campaigns_)),
             jobs.c.next_attempt_at <= now,
-            sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now),
+            unleased(now),
         )
         .order_by(*order)
         .limit(sa.bindparam("limit", type_=sa.Integer))
@@ -397,7 +403,7 @@ def due_by_state(campaigns_: tuple[str, ...], states: tuple[State, ...]) -> Exec
                 jobs.c.state == state.value,
                 jobs.c.campaign.in_(names),
                 jobs.c.next_attempt_at.is_not(None),
-                sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now),
+                unleased(now),
             )
             .order_by(jobs.c.next_attempt_at)
             .limit(1)

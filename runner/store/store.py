@@ -550,7 +550,7 @@ class Store:
             stmt = sa.select(jobs).where(
                 jobs.c.campaign == campaign,
                 jobs.c.state.in_([s.value for s in states]),
-                sa.or_(jobs.c.lease_owner.is_(None), jobs.c.lease_expires_at < now),
+                queries.unleased(now),
             )
             for row in conn.execute(stmt).all():
                 change = user_retry(_row_to_job(row), now)
