@@ -15,7 +15,7 @@ from sqlalchemy.sql import Executable
 
 from runner import jsontext
 from runner.states import IN_FLIGHT, TERMINAL, State
-from runner.store.schema import campaigns, jobs, workers
+from runner.store.schema import accounts, campaigns, jobs, workers
 
 
 def _dialect_insert(dialect: str) -> Any:
@@ -488,3 +488,18 @@ def delete_workers_unseen_since(before: float) -> Executable:
 
 def select_workers() -> Executable:
     return sa.select(workers).order_by(workers.c.started_at, workers.c.id)
+
+
+def set_worker_stopping(worker_id: str, stopping: dict[str, Any] | None) -> Executable:
+    return sa.update(workers).where(workers.c.id == worker_id).values(stopping=stopping)
+
+
+def account_facts(key: str) -> Executable:
+    return sa.select(accounts.c.facts).where(accounts.c.key == key)
+
+
+def upsert_account(dialect: str, key: str, facts: dict[str, Any], now: float) -> Executable:
+    insert = _dialect_insert(dialect)(accounts).values(key=key, facts=facts, updated_at=now)
+    return insert.on_conflict_do_update(
+        index_elements=[accounts.c.key], set_={"facts": facts, "updated_at": now}
+    )

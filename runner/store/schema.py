@@ -13,7 +13,7 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 # The newest migration: the tables below are what it leaves (a test checks both).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 campaigns = sa.Table(
     "campaigns",
@@ -86,6 +86,8 @@ jobs = sa.Table(
     sa.Index("ix_jobs_input_hash_state", "input_hash", "state"),
     # Learning generation times: the most recent finished jobs of a model.
     sa.Index("ix_jobs_model_ready", "model", "ready_at", **not_null("ready_at")),
+    # Which predictions some job holds (reconciliation never adopts those), and webhooks.
+    sa.Index("ix_jobs_remote_id", "remote_id", **not_null("remote_id")),
 )
 
 # Every `runner run` / `runner work` process, so `runner status` shows who is working and each
@@ -99,4 +101,16 @@ workers = sa.Table(
     sa.Column("campaigns", sa.JSON, nullable=False),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("last_seen_at", sa.Float, nullable=False),
+    # Set while the worker stops: finishing what was paid for ({since, until, reason}).
+    sa.Column("stopping", sa.JSON, nullable=True),
+)
+
+# What was learned about each provider account (its `ProviderConfig.account`, joined by ":"):
+# routes it does not serve, and other figures, as JSON. Kept across runs.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("key", sa.String(1000), primary_key=True),
+    sa.Column("facts", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

@@ -48,6 +48,8 @@ class WorkerInfo:
     campaigns: list[str]
     started_at: float
     last_seen_at: float
+    # While it stops, finishing what was paid for: {"since", "until", "reason"} (epoch s).
+    stopping: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -426,6 +428,31 @@ class Store:
         with self.read() as conn:
             rows = conn.execute(queries.select_workers()).all()
         return [WorkerInfo(**{c.name: row._mapping[c.name] for c in workers.c}) for row in rows]
+
+    def set_worker_stopping(self, worker_id: str, stopping: dict[str, Any] | None) -> None:
+        """Say (or stop saying) that a worker is stopping, for `runner status`."""
+        with self.write() as conn:
+            conn.execute(queries.set_worker_stopping(worker_id, stopping))
+
+    # -- provider accounts -------------------------------------------------------------------
+
+    def account_facts(self, key: str) -> dict[str, Any]:
+        """What was learned about a provider account (empty when nothing yet)."""
+        with self.read() as conn:
+            facts = conn.execute(queries.account_facts(key)).scalar()
+        return dict(facts) if isinstance(facts, dict) else {}
+
+    def learn_account(self, key: str, facts: dict[str, Any], now: float | None = None) -> None:
+        """Lay `facts` over what is known of a provider account (a read-modify-write in one
+        transaction; on PostgreSQL under the account's advisory lock)."""
+        now = time.time() if now is None else now
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                lock_sql = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                conn.execute(lock_sql, {"key": _lock_key("account:" + key)})
+            known = conn.execute(queries.account_facts(key)).scalar()
+            merged = {**(known if isinstance(known, dict) else {}), **facts}
+            conn.execute(queries.upsert_account(self.dialect, key, merged, now))
 
     def release_leases_of(self, is_dead: Any) -> int:
         """Expire leases whose owner `is_dead(owner)` says is gone (a killed process)."""

@@ -148,3 +148,19 @@ def test_jobs_are_read_in_batches_in_order(store: Store) -> None:
     store.enqueue(campaign(n=25))
     keys = [j.key for j in store.jobs("c1", batch=7)]
     assert keys == [f"k{i}" for i in range(25)]
+
+
+def test_account_facts_are_merged_and_kept(db_url: str) -> None:
+    """What is learned of a provider account survives the store being closed and reopened,
+    and each fact learned later is laid over the earlier ones, not in their place."""
+    store = open_store(db_url)
+    key = "replicate:https://api.example.com/replicate:EXAMPLE_KEY"
+    assert store.account_facts(key) == {}
+    store.learn_account(key, {"unsupported": ["list"]}, now=1.0)
+    store.learn_account(key, {"clock_offset": -300.5}, now=2.0)
+    store.learn_account("other", {"unsupported": ["cancel"]}, now=3.0)
+    store.close()
+    store = open_store(db_url)
+    assert store.account_facts(key) == {"unsupported": ["list"], "clock_offset": -300.5}
+    assert store.account_facts("other") == {"unsupported": ["cancel"]}
+    store.close()
