@@ -24,7 +24,7 @@ from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
 from runner.limits import CreateRate, Share
 from runner.presets import simulated
-from runner.providers.base import Handle, ProviderError
+from runner.providers.base import ErrorKind, Handle, ProviderError
 from runner.retry import time_scale
 from runner.states import SETTLED, TERMINAL, State, user_cancel
 from runner.store import Store, open_store, peek_store, resolve_db
@@ -169,11 +169,14 @@ def _runtimes(
     for name, settings in every.items():
         provider = settings.provider
         key = SIMULATOR_KEY if sim_url else api_key(provider, name)
+        # routes this account answered 404/405 to before are not relied on again
+        facts = store.account_facts(":".join(provider.account))
         if sim_url:
             provider = simulated(provider, sim_url)
+        unsupported = facts.get("unsupported", [])
         out[name] = CampaignRuntime(
             settings=settings,
-            provider=make_provider(provider, key, transport=transport),
+            provider=make_provider(provider, key, transport=transport, unsupported=unsupported),
             account=accounts[settings.provider.account],
         )
     return out
@@ -247,7 +250,9 @@ async def work(
                     tg.start_soon(_stop_after, worker, max_runtime, tg.cancel_scope)
                 if webhooks is not None:
                     providers = {name: r.provider for name, r in runtimes.items()}
-                    await start_webhooks(tg, webhooks, providers, worker.hint)
+                    await start_webhooks(
+                        tg, webhooks, providers, worker.hint, worker.note_unsupported
+                    )
                 await worker.run()
                 tg.cancel_scope.cancel()
         finally:
@@ -277,7 +282,9 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
     settings = store.settings(name)
     config = simulated(settings.provider, sim_url) if sim_url else settings.provider
     key = SIMULATOR_KEY if sim_url else api_key(settings.provider, name)
-    provider = make_provider(config, key)
+    account = ":".join(settings.provider.account)
+    unsupported = store.account_facts(account).get("unsupported", [])
+    provider = make_provider(config, key, unsupported=unsupported)
     canceled = remote = remote_failed = kept = 0
     wanted = (State.QUEUED, State.RUNNING, State.RECONCILING, State.UNCERTAIN)
     try:
@@ -293,6 +300,9 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
                 except ProviderError as error:
                     log.warning("cancel of %s at the provider failed: %s", job.key, error)
                     remote_failed += 1
+                    if error.kind is ErrorKind.UNSUPPORTED:  # not served here: do not ask again
+                        store.note_unsupported(account, "cancel")
+                        provider.supports_cancel = False
             change = user_cancel(job, time.time())
             if await anyio.to_thread.run_sync(partial(store.apply, change, owner=None)):
                 canceled += 1

@@ -29,13 +29,17 @@ class ProviderConfig:
     api_key_env: str  # the environment variable that holds the key; never the key itself
     poll: PollMode = "polling_url"  # bfl style only
     prefer_wait: int | None = None  # replicate style only: Prefer: wait=N on creates (1..60)
+    # The style's optional routes this account serves (`runner.presets.ROUTES`); None: what
+    # its preset documents (`runner.presets.routes`). A route not listed is never called.
+    routes: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProviderConfig:
-        return cls(**data)
+        routes = data.get("routes")
+        return cls(**{**data, "routes": None if routes is None else tuple(routes)})
 
     @property
     def account(self) -> tuple[str, str, str]:

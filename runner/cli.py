@@ -413,17 +413,20 @@ def status(campaign: str | None, db: str | None, as_json: bool) -> None:
 @click.option(
     "--state",
     "states_",
-    default="failed,expired",
-    show_default=True,
-    help="Comma-separated states to send back to the queue.",
+    default=None,
+    help="Comma-separated states to send back to the queue (default: failed,expired; with "
+    "--uncertain alone: none).",
 )
 @click.option(
     "--uncertain",
     is_flag=True,
-    help="Also resubmit uncertain jobs (creates that may have been billed: you may pay twice).",
+    help="Resubmit uncertain jobs (creates that may have been billed: you may pay twice); "
+    "alone, only those.",
 )
-def retry(campaign: str, db: str | None, states_: str, uncertain: bool) -> None:
+def retry(campaign: str, db: str | None, states_: str | None, uncertain: bool) -> None:
     """Send finished-but-unsuccessful jobs of CAMPAIGN back to the queue."""
+    if states_ is None:
+        states_ = "" if uncertain else "failed,expired"
     try:
         wanted = {State(s.strip()) for s in states_.split(",") if s.strip()}
     except ValueError:
@@ -431,6 +434,8 @@ def retry(campaign: str, db: str | None, states_: str, uncertain: bool) -> None:
         raise InputError(f"--state takes a comma-separated list of: {allowed}.") from None
     if uncertain:
         wanted.add(State.UNCERTAIN)
+    if not wanted:
+        raise InputError("--state names no state: give at least one, or --uncertain.")
     if not wanted <= RETRYABLE_BY_USER:
         bad = ", ".join(sorted(s.value for s in wanted - RETRYABLE_BY_USER))
         raise InputError(f"jobs in state {bad} cannot be retried; they are not finished.")

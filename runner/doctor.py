@@ -3,9 +3,10 @@
 Checks: the database is reachable and at the newest schema; the API key of every provider
 account in use (by the job file, else by every campaign in the database) is in the
 environment; each provider accepts its key, asked with one cheap authenticated call
-(Replicate style: `GET /v1/account`; BFL style: `GET /v1/get_result` for a random id, which
-answers "Task not found" to a key it accepts); and the output folders have room (a warning
-under 1 GB). Nothing is created or changed, and a key is never printed.
+(Replicate: `GET /v1/account`; BFL style: `GET /v1/get_result` for a random id, which answers
+"Task not found" to a key it accepts; an aggregator's Replicate style, which documents no
+account route: `GET /v1/predictions/{random id}`, a 404 to a key it accepts); and the output
+folders have room (a warning under 1 GB). Nothing is created or changed, and a key is never printed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 
 from runner.campaign import CampaignSettings, ProviderConfig
 from runner.jobfile import load_jobfile
-from runner.presets import simulated
+from runner.presets import routes, simulated
 from runner.providers.factory import auth_headers
 from runner.store import DatabaseError, peek_store, resolve_db
 from runner.store.migrate import current_revision, head_revision
@@ -138,6 +139,9 @@ async def _provider(provider: ProviderConfig, names: list[str], sim_url: str | N
     url, params = f"{base}/v1/account", {}
     if config.style == "bfl":
         url, params = f"{base}/v1/get_result", {"id": str(uuid.uuid4())}
+    elif "account" not in routes(config):
+        # an aggregator documents no account route: ask for an unknown prediction instead
+        url = f"{base}/v1/predictions/{uuid.uuid4().hex}"
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT, headers=auth_headers(config, key)) as client:
             response = await client.get(url, params=params)
@@ -152,8 +156,8 @@ def _judge(config: ProviderConfig, what: str, env: str, response: httpx.Response
     status = response.status_code
     if status in (401, 403):
         return Check("FAIL", what, f"refuses the key in {env} (HTTP {status}): check the key")
-    if config.style == "bfl" and status in (200, 404):
-        # An unknown task: answered only once the key was accepted.
+    if status == 404 or (config.style == "bfl" and status == 200):
+        # An unknown task or prediction: answered only once the key was accepted.
         return Check("ok", what, f"accepts the key in {env}")
     if config.style == "replicate" and status == 200:
         try:

@@ -820,10 +820,24 @@ def _below(place: Place, path: Path_) -> Place:
     return place.at(dotted(path))
 
 
+# Input fields that are runner's to decide, per style. BFL answers a create that asks for a
+# webhook without a polling URL, and runner finds every result by polling.
+_RUNNER_OWNED: dict[str, tuple[str, ...]] = {"bfl": ("webhook_url", "webhook_secret")}
+
+
 def _local_images(
     values: dict[str, Any], base_dir: Path, style: Style, locate: Callable[[Path_], Place]
 ) -> dict[str, Any]:
-    """`values` with local image paths replaced by markers; `locate` places a bad one."""
+    """`values` with local image paths replaced by markers; `locate` places a bad one. Fields
+    that runner owns (`_RUNNER_OWNED`) are refused here too, wherever an input is given."""
+    for name in _RUNNER_OWNED.get(style, ()):
+        if name in values:
+            raise locate((name,)).error(
+                f"the input sets `{name}`, but runner follows every {style} style task by "
+                "polling it, and the provider answers a create with a webhook without the "
+                "polling URL runner needs.",
+                f"Remove `{name}`: runner downloads each result as soon as it is ready.",
+            )
     try:
         return resolve_images(values, base_dir, style)
     except ImageInputError as exc:

@@ -72,7 +72,25 @@ DEFAULT_LIMITS: dict[str, Limits] = {
 # A custom endpoint is most likely a proxy or another aggregator: start as cautiously as those.
 CUSTOM_LIMITS = Limits(max_in_flight=24, creates_per_minute=120.0, max_attempts=5)
 
-PROVIDER_FIELDS = ("preset", "style", "base_url", "auth", "api_key_env", "poll", "prefer_wait")
+# A Replicate-style API's routes beyond create and get, which runner uses where an account
+# serves them: `list` (to find a create whose answer was lost), `cancel` (a job's deadline,
+# `runner cancel`), `webhook_secret` (webhooks), `account` (`runner doctor`'s key check).
+ROUTES = ("list", "cancel", "webhook_secret", "account")
+# What each preset's provider documents. DeerAPI documents create, the legacy create and get;
+# CometAPI create and get: their other routes may answer anything, so none is relied on. BFL's
+# style has none of these. A custom endpoint is assumed to serve none unless its job file says.
+PRESET_ROUTES: dict[str, tuple[str, ...]] = {"replicate": ROUTES}
+
+PROVIDER_FIELDS = (
+    "preset",
+    "style",
+    "base_url",
+    "auth",
+    "api_key_env",
+    "poll",
+    "prefer_wait",
+    "routes",
+)
 _STYLES: tuple[Style, ...] = ("replicate", "bfl")
 _AUTHS: tuple[Auth, ...] = ("bearer", "x-key")
 _POLLS: tuple[PollMode, ...] = ("polling_url", "get_result")
@@ -80,6 +98,13 @@ _DEFAULT_AUTH: dict[Style, Auth] = {"replicate": "bearer", "bfl": "x-key"}
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # Paths the simulator serves; any other prefix is specific to a real host and means nothing there.
 _SIM_PATHS = {"replicate": "/replicate", "bfl": "/flux"}
+
+
+def routes(provider: ProviderConfig) -> frozenset[str]:
+    """The optional routes runner may call at this provider: as configured, else documented."""
+    if provider.routes is not None:
+        return frozenset(provider.routes)
+    return frozenset(PRESET_ROUTES.get(provider.name, ()))
 
 
 def default_limits(provider: ProviderConfig) -> Limits:
@@ -161,6 +186,7 @@ def resolve_provider(value: str | dict[str, Any], where: str) -> ProviderConfig:
     api_key_env = (
         _env_name(value["api_key_env"], where) if value.get("api_key_env") is not None else None
     )
+    routes = _routes(value["routes"], style, where) if value.get("routes") is not None else None
     return ProviderConfig(
         name=base.name if base else "custom",
         style=style,
@@ -169,6 +195,7 @@ def resolve_provider(value: str | dict[str, Any], where: str) -> ProviderConfig:
         api_key_env=api_key_env or (base.api_key_env if base else ""),
         poll=poll,
         prefer_wait=prefer_wait if style == "replicate" else None,
+        routes=routes,
     )
 
 
@@ -248,6 +275,28 @@ def _base_url(found: Any, where: str) -> str:
             "environment variable that holds the key in `api_key_env`."
         )
     return found.rstrip("/")
+
+
+def _routes(found: Any, style: Style, where: str) -> tuple[str, ...]:
+    listed = ", ".join(ROUTES)
+    if not isinstance(found, list) or not all(isinstance(r, str) for r in found):
+        raise InputError(
+            f"{where}, `routes`: found {_show(found)}, expected a list of the optional routes "
+            f"this provider serves, among {listed} (e.g. `routes: [list, cancel]`), or [] for "
+            "none."
+        )
+    unknown = [r for r in found if r not in ROUTES]
+    if unknown:
+        raise InputError(
+            f"{where}, `routes`: unknown route {_show(unknown[0])}; the known ones are {listed}. "
+            "Check its spelling or remove it."
+        )
+    if found and style != "replicate":
+        raise InputError(
+            f"{where}, `routes`: {style} style APIs have none of the routes {listed}. Remove "
+            "`routes`."
+        )
+    return tuple(dict.fromkeys(found))
 
 
 def _env_name(found: Any, where: str) -> str:

@@ -344,8 +344,38 @@ def on_reconcile_unavailable(job: Job, reason: str) -> Change:
         State.UNCERTAIN,
         {
             "error": f"{reason}. It may have been created and billed: check the provider, then "
-            "`runner retry --uncertain` to submit it again"
+            f"`runner retry {job.campaign} --uncertain` to submit it again"
         },
+    )
+
+
+# While a job with the same input is still being created, a reconcile waits this long between
+# looks (scaled in tests), and gives up (uncertain) this long after its own attempt.
+RECONCILE_WAIT = 2.0
+RECONCILE_WAIT_LIMIT = 600.0
+
+
+def on_reconcile_wait(job: Job, now: float, reason: str) -> Change:
+    """Another job's create with this input is in the air: its prediction may be listed before
+    it is held. Look again once that create has its answer."""
+    waited = now - (job.submitted_at if job.submitted_at is not None else now)
+    if waited > RECONCILE_WAIT_LIMIT * time_scale():
+        return on_reconcile_unavailable(job, f"{reason} for too long to tell which is whose")
+    return Change(
+        job.id,
+        job.state,
+        State.RECONCILING,
+        {"next_attempt_at": now + RECONCILE_WAIT * time_scale()},
+    )
+
+
+def on_prediction_taken(job: Job, remote_id: str, holder: str) -> Change:
+    """The create answered with a prediction that another job already took as its own (which
+    reconciliation never does while a create is in the air): which one is whose cannot be
+    told any more."""
+    return on_reconcile_unavailable(
+        job,
+        f"its create answered prediction {remote_id}, which job {holder} already holds",
     )
 
 
@@ -452,10 +482,15 @@ def on_status(
 
 
 LOST_AFTER = 3  # consecutive "not found" answers before a job counts as lost
+# A task queried within this long of its create may not be known yet where it is asked (BFL
+# answers `Task not found` for a while): such answers are no sign of a lost task.
+NOT_FOUND_GRACE = 60.0
 
 
 def _lost_or_retry(job: Job, reason: str, now: float, rng: random.Random) -> Change:
-    misses = job.strikes + 1
+    grace = NOT_FOUND_GRACE * time_scale()
+    young = job.submitted_at is not None and now - job.submitted_at < grace
+    misses = job.strikes if young else job.strikes + 1
     if misses >= LOST_AFTER:
         return _finish(job, State.FAILED, now, f"lost: {reason} ({misses} times)")
     return Change(

@@ -47,7 +47,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runner.errors import InputError
-from runner.providers.base import ProviderError, WebhookSource
+from runner.providers.base import ErrorKind, ProviderError, WebhookSource
 from runner.sockets import bind_tcp, url_of, uvicorn_running
 
 log = logging.getLogger("runner.webhooks")
@@ -334,12 +334,22 @@ class WebhookOptions:
     keys: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-async def _key_of(options: WebhookOptions, name: str, provider: WebhookSource) -> bytes | None:
+# Told of an account that answered 404/405 to the secret route: (campaign, route, error).
+Unsupported = Callable[[str, str, ProviderError], Awaitable[None]]
+
+
+async def _key_of(
+    options: WebhookOptions, name: str, provider: WebhookSource, unsupported: Unsupported | None
+) -> bytes | None:
     account = provider.webhook_account
     if account not in options.keys:
         try:
             options.keys[account] = secret_key(await provider.webhook_secret())
         except (ProviderError, ValueError) as error:
+            route_missing = isinstance(error, ProviderError) and error.kind is ErrorKind.UNSUPPORTED
+            if route_missing and unsupported is not None:
+                assert isinstance(error, ProviderError)
+                await unsupported(name, "webhook_secret", error)
             log.warning(
                 "campaign %s: no webhooks (cannot get the webhook signing secret: %s); its jobs "
                 "are polled as usual",
@@ -351,17 +361,23 @@ async def _key_of(options: WebhookOptions, name: str, provider: WebhookSource) -
 
 
 async def start(
-    tg: anyio.abc.TaskGroup, options: WebhookOptions, providers: Mapping[str, object], hint: Hint
+    tg: anyio.abc.TaskGroup,
+    options: WebhookOptions,
+    providers: Mapping[str, object],
+    hint: Hint,
+    unsupported: Unsupported | None = None,
 ) -> Receiver | None:
     """Fetch each account's secret, start the receiver in `tg`, and point the providers that
     can send webhooks at it. None when no campaign can use webhooks (they poll as usual)."""
     keys: list[bytes] = []
     enabled: list[WebhookSource] = []
     for name, provider in providers.items():
-        if not isinstance(provider, WebhookSource):
+        if not isinstance(provider, WebhookSource) or not getattr(
+            provider, "supports_webhooks", False
+        ):
             log.info("campaign %s: its provider sends no webhooks; polled as usual", name)
             continue
-        key = await _key_of(options, name, provider)
+        key = await _key_of(options, name, provider, unsupported)
         if key is not None:
             enabled.append(provider)
             if key not in keys:

@@ -52,6 +52,31 @@ class Submission:
     cost: float | None = None
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A listed prediction with the very model and input of a create that got no answer."""
+
+    submission: Submission
+    created_at: float  # on the provider's clock (epoch seconds)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the provider's list shows of the predictions made since a create attempt.
+
+    `candidates`: those with the model and input asked for, oldest first, from `window_start`
+    (on the provider's clock) to now. `removed`: the ids of predictions of that model in the
+    window whose input the provider has already removed (Replicate's `data_removed`): any of
+    them may be the one asked about. `unknowable`: why the list cannot tell at all (the window
+    reaches past the provider's retention, too many pages); then "no candidate" means nothing.
+    """
+
+    window_start: float
+    candidates: tuple[Candidate, ...] = ()
+    removed: tuple[str, ...] = ()
+    unknowable: str | None = None
+
+
 class ErrorKind(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # 429: not billed, retry after a pause
     AUTH = "auth"  # 401/403: every further call would fail the same way
@@ -62,6 +87,7 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"  # the request may have reached the server
     NETWORK = "network"  # the connection failed before the request was sent
     PROTOCOL = "protocol"  # an answer we cannot use (bad JSON, missing id)
+    UNSUPPORTED = "unsupported"  # 404/405 from an optional route (list, cancel, secret)
 
 
 @dataclass
@@ -84,13 +110,16 @@ class ProviderError(Exception):
 class Provider(Protocol):
     """One provider account, in one query style.
 
-    `supports_cancel`: `cancel` works. `supports_list`: `find` can tell whether a create that
-    got no answer happened. `refreshes_outputs`: querying a finished prediction again may give
-    fresh output URLs.
+    `supports_cancel`: `cancel` works. `supports_list`: `list_matching` can tell whether a
+    create that got no answer happened. `supports_webhooks`: it is a `WebhookSource` whose
+    account gives a webhook secret. `refreshes_outputs`: querying a finished prediction again
+    may give fresh output URLs. The first three are what the account serves: a style's route
+    that an account does not document (an aggregator's list) is not used.
     """
 
     supports_cancel: bool
     supports_list: bool
+    supports_webhooks: bool
     refreshes_outputs: bool
 
     async def create(
@@ -101,9 +130,9 @@ class Provider(Protocol):
 
     async def cancel(self, handle: Handle) -> None: ...
 
-    async def find(
+    async def list_matching(
         self, model: str, input: dict[str, Any], *, since: float
-    ) -> Submission | None: ...
+    ) -> Listing: ...
 
     async def aclose(self) -> None: ...
 

@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from runner.campaign import ProviderConfig
-from runner.providers.base import ErrorKind, Handle, Phase, ProviderError, RemoteStatus, Submission
+from runner.providers.base import (
+    ErrorKind,
+    Handle,
+    Listing,
+    Phase,
+    ProviderError,
+    RemoteStatus,
+    Submission,
+)
 from runner.providers.errors import api_url, request_json
 
 _PHASES = {
@@ -79,6 +87,7 @@ def parse_result(body: Any) -> RemoteStatus:
 class BflProvider:
     supports_cancel = False
     supports_list = False
+    supports_webhooks = False  # BFL's webhooks are not used: runner polls (PROVIDERS.md)
     refreshes_outputs = False
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
@@ -118,7 +127,7 @@ class BflProvider:
     async def cancel(self, handle: Handle) -> None:
         raise ProviderError(ErrorKind.INVALID, "this API has no cancel", maybe_sent=False)
 
-    async def find(self, model: str, input: dict[str, Any], *, since: float) -> Submission | None:
+    async def list_matching(self, model: str, input: dict[str, Any], *, since: float) -> Listing:
         raise ProviderError(ErrorKind.INVALID, "this API cannot list tasks", maybe_sent=False)
 
     async def aclose(self) -> None:

@@ -2,8 +2,9 @@
 
 The rules (see PROVIDERS.md): 429 is a pause, never billed; 401/403 mean the key is wrong for
 every job; 402 means no credit; 400/422 (and 404 on a create) are the provider refusing this
-input; a 404 on a query means the prediction is unknown; 5xx and any failure after the request
-may have been sent are "maybe sent", which on a create means "maybe billed".
+input; a 404 on a query means the prediction is unknown, and a 404 or 405 on a list, cancel
+or webhook-secret route means the account does not serve that route; 5xx and any failure after
+the request may have been sent are "maybe sent", which on a create means "maybe billed".
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import httpx
 
 from runner.providers.base import ErrorKind, ProviderError
 
-Operation = Literal["create", "poll", "cancel", "list"]
+Operation = Literal["create", "poll", "cancel", "list", "secret"]
+# Routes a style has but an account may not serve: a 404 or 405 there means "not here".
+_OPTIONAL = ("cancel", "list", "secret")
 
 # Transport failures that happen before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -113,7 +116,9 @@ def from_response(response: httpx.Response, op: Operation) -> ProviderError:
         value = body.get("retry_after")
         if isinstance(value, int | float):
             retry_after = float(value)
-    if code == 429:
+    if code in (404, 405) and op in _OPTIONAL:
+        kind = ErrorKind.UNSUPPORTED
+    elif code == 429:
         kind = ErrorKind.RATE_LIMITED
     elif code in (401, 403):
         kind = ErrorKind.AUTH

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import httpx
 
 from runner.campaign import ProviderConfig
+from runner.presets import routes
 from runner.providers.base import Provider
 from runner.providers.bfl import BflProvider
+from runner.providers.clock import ProviderClock
 from runner.providers.replicate import ReplicateProvider
 
 USER_AGENT = "runner/0.1 (+batch image generation)"
@@ -58,8 +62,13 @@ def make_provider(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: float = 30.0,
+    unsupported: Iterable[str] = (),
 ) -> Provider:
+    """The adapter for `config`'s style, calling only the optional routes the account serves:
+    those configured or documented (`runner.presets.routes`), less those it answered 404 or
+    405 to before (`unsupported`, as recorded in the database)."""
     wait = float(config.prefer_wait or 0)
+    clock = ProviderClock()
     client = CookielessClient(
         headers={**auth_headers(config, api_key), "User-Agent": USER_AGENT},
         timeout=httpx.Timeout(timeout, read=timeout + wait),
@@ -67,7 +76,9 @@ def make_provider(
         follow_redirects=False,
         # the worker's creates (PoolOptions.submitters) and queries at once, and some room
         transport=transport or fast_transport(192),
+        event_hooks={"response": [clock.on_response]},
     )
     if config.style == "bfl":
         return BflProvider(config, client)
-    return ReplicateProvider(config, client)
+    allowed = routes(config) - set(unsupported)
+    return ReplicateProvider(config, client, routes=allowed, clock=clock)

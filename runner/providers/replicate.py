@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +22,17 @@ import httpx
 
 from runner.campaign import ProviderConfig
 from runner.durations import format_duration
-from runner.providers.base import ErrorKind, Handle, Phase, ProviderError, RemoteStatus, Submission
+from runner.providers.base import (
+    Candidate,
+    ErrorKind,
+    Handle,
+    Listing,
+    Phase,
+    ProviderError,
+    RemoteStatus,
+    Submission,
+)
+from runner.providers.clock import ProviderClock
 from runner.providers.errors import api_url, request_json
 
 _VERSION_ID = re.compile(r"[0-9a-f]{64}")
@@ -74,10 +84,6 @@ def parse_prediction(body: Any) -> RemoteStatus:
     )
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
@@ -99,21 +105,52 @@ def _same_model(prediction: dict[str, Any], model: str) -> bool:
 WEBHOOK_EVENTS = ("completed",)
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
-# Listing covers the attempt from a little before it: the provider's clock is not ours.
+# A listing reaches back this much before the attempt (on the provider's clock): the local
+# clock may have been stepped between the attempt and now (NTP, a laptop that slept).
 LIST_SLACK = 120.0
 MAX_LIST_PAGES = 50
+# Replicate removes an API prediction's input about an hour after it is created; a window
+# reaching back further may hold a prediction that can no longer be recognised.
+RETENTION = 55 * 60.0
+
+
+def _listed(page: Any) -> list[tuple[dict[str, Any], float]]:
+    """The predictions of one list page with their creation times; an answer that is not a
+    list of predictions is a protocol error (an aggregator's route may answer anything)."""
+    results = page.get("results") if isinstance(page, dict) else None
+    if not isinstance(results, list):
+        raise ProviderError(ErrorKind.PROTOCOL, "list answer has no results")
+    out = []
+    for item in results:
+        created = _epoch(item.get("created_at")) if isinstance(item, dict) else None
+        if created is None or not isinstance(item.get("id"), str) or not item["id"]:
+            raise ProviderError(
+                ErrorKind.PROTOCOL,
+                f"list answer holds something else than predictions: {str(item)[:200]}",
+            )
+        out.append((item, created))
+    return out
 
 
 class ReplicateProvider:
-    supports_cancel = True
-    supports_list = True
     refreshes_outputs = True
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        client: httpx.AsyncClient,
+        *,
+        routes: frozenset[str] = frozenset(),
+        clock: ProviderClock | None = None,
+    ) -> None:
         self.config = config
         self.client = client
         self.base = config.base_url.rstrip("/")
         self.webhook_url: str | None = None
+        self.supports_list = "list" in routes
+        self.supports_cancel = "cancel" in routes
+        self.supports_webhooks = "webhook_secret" in routes
+        self.clock = clock or ProviderClock()
 
     @property
     def webhook_account(self) -> str:
@@ -125,7 +162,7 @@ class ReplicateProvider:
     async def webhook_secret(self) -> str:
         """The account's webhook signing secret (`whsec_...`)."""
         url = f"{self.base}/v1/webhooks/default/secret"
-        _, answer = await request_json(self.client, "GET", url, "poll")
+        _, answer = await request_json(self.client, "GET", url, "secret")
         key = answer.get("key") if isinstance(answer, dict) else None
         if not isinstance(key, str) or not key.startswith(WEBHOOK_SECRET_PREFIX):
             raise ProviderError(ErrorKind.PROTOCOL, "the webhook secret answer has no whsec_ key")
@@ -156,6 +193,11 @@ class ReplicateProvider:
         remote_id = answer.get("id")
         if not isinstance(remote_id, str) or not remote_id:
             raise ProviderError(ErrorKind.PROTOCOL, "create answer has no prediction id")
+        created = _epoch(answer.get("created_at"))
+        if created is not None and not self.config.prefer_wait:
+            # stamped as it was created, microseconds exact: a finer reading than `Date` (an
+            # answer held by `Prefer: wait` comes seconds later, so it says less)
+            self.clock.observe(created)
         return Submission(handle=Handle(remote_id), status=status)
 
     async def poll(self, handle: Handle) -> RemoteStatus:
@@ -167,34 +209,48 @@ class ReplicateProvider:
         url = f"{self.base}/v1/predictions/{handle.remote_id}/cancel"
         await request_json(self.client, "POST", url, "cancel")
 
-    async def find(self, model: str, input: dict[str, Any], *, since: float) -> Submission | None:
-        """The account's prediction with exactly this model and input created since `since`.
+    async def list_matching(self, model: str, input: dict[str, Any], *, since: float) -> Listing:
+        """The account's predictions of `model` with exactly this input created since the
+        local time `since`, less the slack, on the provider's clock.
 
-        Pages through `GET /v1/predictions` (newest first) until the window is covered. The
-        `next` cursor is followed through the configured base URL: aggregators copy upstream
-        URLs. Returns None only when the whole window was listed without a match.
+        Pages through `GET /v1/predictions` (newest first) until a prediction older than the
+        window, following `next` through the configured base URL (aggregators copy upstream
+        URLs). No `created_after` filter is sent: the window is cut off here, on the clock
+        each page's own `Date` sets, whatever a proxy makes of filters.
         """
-        after = since - LIST_SLACK
-        params: dict[str, str] = {"created_after": _iso(after)}
         url = f"{self.base}/v1/predictions"
+        params: dict[str, str] | None = None
+        start: float | None = None
+        found: list[Candidate] = []
+        removed: list[str] = []
         for _ in range(MAX_LIST_PAGES):
             _, page = await request_json(self.client, "GET", url, "list", params=params)
-            results = page.get("results") if isinstance(page, dict) else None
-            if not isinstance(results, list):
-                raise ProviderError(ErrorKind.PROTOCOL, "list answer has no results")
-            for item in results:
-                if not isinstance(item, dict):
+            if start is None:  # the first page's Date header has just set the clock
+                start = self.clock.provider_time(since) - LIST_SLACK
+                reach = self.clock.provider_time(self.clock.now()) - start
+                if reach > RETENTION:
+                    why = (
+                        f"the attempt was {format_duration(reach)} ago, longer than the "
+                        "provider keeps the inputs it could be recognised by"
+                    )
+                    return Listing(start, unknowable=why)
+            for item, created in _listed(page):
+                if created < start:  # older than the window: everything newer was seen
+                    return Listing(start, tuple(reversed(found)), tuple(removed))
+                if not _same_model(item, model):
                     continue
-                created = _epoch(item.get("created_at"))
-                if created is not None and created < after:
-                    return None  # older than the window: everything newer was seen
-                if item.get("input") == input and _same_model(item, model):
-                    return Submission(Handle(str(item["id"])), parse_prediction(item))
+                if item.get("data_removed") or (input and not item.get("input")):
+                    removed.append(item["id"])
+                elif item.get("input") == input:
+                    submission = Submission(Handle(item["id"]), parse_prediction(item))
+                    found.append(Candidate(submission, created))
             next_params = _next_params(page.get("next"))
             if next_params is None:
-                return None
+                return Listing(start, tuple(reversed(found)), tuple(removed))
             params = next_params
-        raise ProviderError(ErrorKind.PROTOCOL, f"more than {MAX_LIST_PAGES} pages to list")
+        assert start is not None
+        why = f"more than {MAX_LIST_PAGES} pages of predictions were made since the attempt"
+        return Listing(start, unknowable=why)
 
     async def aclose(self) -> None:
         await self.client.aclose()

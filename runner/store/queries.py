@@ -150,11 +150,15 @@ def apply_change(
     if owner is not None:
         params["w_owner"] = owner
     columns = tuple(sorted(values.keys() - {"updated_at"}))
-    return _change_sql(dialect, columns, owner is not None), params
+    holds = values.get("remote_id") is not None
+    return _change_sql(dialect, columns, owner is not None, holds), params
 
 
 @functools.lru_cache(maxsize=512)
-def _change_sql(dialect: str, columns: tuple[str, ...], owned: bool) -> str:
+def _change_sql(dialect: str, columns: tuple[str, ...], owned: bool, holds: bool) -> str:
+    """`holds`: the change gives the job a prediction, which is refused when another job
+    holds that prediction already (two jobs never share one; see `runner.reconcile`)."""
+
     def param(name: str) -> str:
         return f"%({name})s" if dialect == "postgresql" else f":{name}"
 
@@ -168,6 +172,11 @@ def _change_sql(dialect: str, columns: tuple[str, ...], owned: bool) -> str:
     where = f"id = {param('w_id')} AND state = {param('w_state')}"
     if owned:
         where += f" AND lease_owner = {param('w_owner')}"
+    if holds:
+        where += (
+            f" AND NOT EXISTS (SELECT 1 FROM {jobs.name} AS other WHERE other.remote_id = "
+            f"{param('v_remote_id')} AND other.id <> {param('w_id')})"
+        )
     return f"UPDATE {jobs.name} SET {sets} WHERE {where}"
 
 
@@ -436,6 +445,28 @@ def set_halted(name: str, reason: str | None, now: float) -> Executable:
     return (
         sa.update(campaigns).where(campaigns.c.name == name).values(halted=reason, updated_at=now)
     )
+
+
+def unresolved_attempts(input_hash: str, campaigns_: Sequence[str]) -> Executable:
+    """The jobs with this input whose create may have made a prediction no job holds yet:
+    being created, or being reconciled (see `runner.reconcile`)."""
+    return sa.select(jobs.c.id, jobs.c.submitted_at, jobs.c.state).where(
+        jobs.c.input_hash == input_hash,
+        jobs.c.campaign.in_(list(campaigns_)),
+        jobs.c.state.in_([State.SUBMITTING.value, State.RECONCILING.value]),
+        jobs.c.remote_id.is_(None),
+    )
+
+
+def holders(remote_ids: Sequence[str]) -> Executable:
+    """Which of these predictions some job holds, and which job."""
+    return sa.select(jobs.c.remote_id, jobs.c.campaign, jobs.c.key).where(
+        jobs.c.remote_id.in_(list(remote_ids))
+    )
+
+
+def campaign_settings() -> Executable:
+    return sa.select(campaigns.c.name, campaigns.c.settings)
 
 
 def done_with_input(input_hash: str, exclude_id: int) -> Executable:

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from runner import jsontext
-from runner.campaign import Campaign, CampaignSettings, JobSpec
+from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
+from runner.reconcile import Attempt
 from runner.states import IN_FLIGHT, Change, Job, State
 from runner.store import migrate, queries
 from runner.store.schema import jobs, workers
@@ -383,6 +384,13 @@ class Store:
         change expected (a job that was not is left as it is, the others are written)."""
         now = time.time()
         with self.write() as conn:
+            if self.dialect == "postgresql":
+                # Two workers giving two jobs one prediction must not both see it free: each
+                # prediction's lock, in one order for all (no deadlock), until the commit.
+                # (SQLite's writers take turns already: BEGIN IMMEDIATE.)
+                given = {c.values.get("remote_id") for c, _ in changes} - {None}
+                for key in sorted(_lock_key(f"remote:{rid}") for rid in given):
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             return [_write_change(conn, c, owner, release, now) == 1 for c, release in changes]
 
     def release(self, job_id: int, owner: str, due_at: float | None = None) -> None:
@@ -442,17 +450,36 @@ class Store:
             facts = conn.execute(queries.account_facts(key)).scalar()
         return dict(facts) if isinstance(facts, dict) else {}
 
+    def note_unsupported(self, key: str, route: str, now: float | None = None) -> list[str]:
+        """Record that a provider account does not serve `route` (it answered 404 or 405);
+        every route so recorded."""
+
+        def add(known: dict[str, Any]) -> dict[str, Any]:
+            return {**known, "unsupported": sorted({*known.get("unsupported", []), route})}
+
+        return list(self._update_account(key, add, now)["unsupported"])
+
     def learn_account(self, key: str, facts: dict[str, Any], now: float | None = None) -> None:
-        """Lay `facts` over what is known of a provider account (a read-modify-write in one
-        transaction; on PostgreSQL under the account's advisory lock)."""
-        now = time.time() if now is None else now
+        """Lay `facts` over what is known of a provider account."""
+        self._update_account(key, lambda known: {**known, **facts}, now)
+
+    def _update_account(
+        self,
+        key: str,
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        now: float | None,
+    ) -> dict[str, Any]:
+        """Read, change and write an account's facts in one transaction (on PostgreSQL under
+        the account's advisory lock, so two workers' facts are both kept)."""
         with self.write() as conn:
             if self.dialect == "postgresql":
                 lock_sql = sa.text("SELECT pg_advisory_xact_lock(:key)")
                 conn.execute(lock_sql, {"key": _lock_key("account:" + key)})
             known = conn.execute(queries.account_facts(key)).scalar()
-            merged = {**(known if isinstance(known, dict) else {}), **facts}
-            conn.execute(queries.upsert_account(self.dialect, key, merged, now))
+            facts = change(dict(known) if isinstance(known, dict) else {})
+            stamp = time.time() if now is None else now
+            conn.execute(queries.upsert_account(self.dialect, key, facts, stamp))
+        return facts
 
     def release_leases_of(self, is_dead: Any) -> int:
         """Expire leases whose owner `is_dead(owner)` says is gone (a killed process)."""
@@ -479,6 +506,35 @@ class Store:
         with self.read() as conn:
             row = conn.execute(queries.done_with_input(input_hash, exclude_id)).first()
         return None if row is None else _row_to_job(row)
+
+    def reconcile_view(
+        self, job: Job, account: tuple[str, str, str], candidates: Sequence[str] = ()
+    ) -> tuple[list[Attempt], dict[str, str]]:
+        """What `runner.reconcile.decide` needs from the database, read at one moment: the jobs
+        on `job`'s provider account with its input whose create may have made a prediction no
+        job holds yet (`job` among them), and which of the `candidates` some job holds (id ->
+        "campaign/key")."""
+        with self.read() as conn:
+            names = [
+                name
+                for name, settings in conn.execute(queries.campaign_settings())
+                if ProviderConfig.from_dict(settings["provider"]).account == account
+            ]
+            attempts: list[Attempt] = []
+            if job.input_hash is not None:
+                rows = conn.execute(queries.unresolved_attempts(job.input_hash, names))
+                attempts = [
+                    Attempt(int(i), float(at or 0.0), state == State.SUBMITTING.value)
+                    for i, at, state in rows
+                    if i != job.id
+                ]
+            attempts.append(Attempt(job.id, job.submitted_at or 0.0))
+            return attempts, _holders(conn, candidates)
+
+    def holders(self, remote_ids: Sequence[str]) -> dict[str, str]:
+        """Which of these predictions some job holds: id -> "campaign/key"."""
+        with self.read() as conn:
+            return _holders(conn, remote_ids)
 
     def hint_due(self, remote_id: str, now: float) -> bool:
         """Make the running job of this prediction due at `now` (a webhook's hint); whether
@@ -583,6 +639,14 @@ class Store:
                 change = user_retry(_row_to_job(row), now)
                 moved += _write_change(conn, change, None, False, now)
         return moved
+
+
+def _holders(conn: Connection, remote_ids: Sequence[str]) -> dict[str, str]:
+    held: dict[str, str] = {}
+    for chunk in _chunks(list(remote_ids), 500):
+        for remote_id, campaign, key in conn.execute(queries.holders(chunk)):
+            held[remote_id] = f"{campaign}/{key}"
+    return held
 
 
 def _write_change(

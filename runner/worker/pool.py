@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from runner import states
+from runner import reconcile, states
 from runner.budget import allowance
 from runner.campaign import CampaignSettings
 from runner.inputs import FileChangedError, has_files, materialize
@@ -465,7 +465,7 @@ class Worker:
             )
             await self._take_back_from_dead()
 
-    async def _settle(self, job: Job, outcome: Outcome) -> None:
+    async def _settle(self, job: Job, outcome: Outcome) -> bool:
         """Write the outcome of a look at a job. A result found ready is downloaded at once by
         a task of its own when a downloader is free: the job keeps its lease, instead of going
         back to the queue to be claimed again in the next round."""
@@ -489,6 +489,7 @@ class Worker:
             self.wake()  # the scheduler claims it
         if outcome.halt is not None:
             await self._halt(job.campaign, outcome.halt)
+        return ok
 
     async def _halt(self, name: str, halt: Halt) -> None:
         """Stop a campaign's creates (or everything), here and in the database for `status`."""
@@ -583,7 +584,18 @@ class Worker:
             timing = await self._timing(job)
             outcome = states.on_created(job, submission, self.clock(), self.rng, timing)
             self._learn(job, outcome.change, submission.status.progress)
+            if not await self._settle(job, outcome):
+                await self._taken(job, submission.handle.remote_id)
+            return
         await self._settle(job, outcome)
+
+    async def _taken(self, job: Job, remote_id: str) -> None:
+        """A create's answer could not be written. When another job holds its prediction (the
+        database refuses a second holder), this job cannot simply take it: say so."""
+        holder = (await self._db_call(self.store.holders, [remote_id])).get(remote_id)
+        if holder is not None and holder != f"{job.campaign}/{job.key}":
+            log.error("job %s: its prediction %s is held by job %s", job.key, remote_id, holder)
+            await self._apply(states.on_prediction_taken(job, remote_id, holder))
 
     async def _poll(self, job: Job) -> None:
         runtime = self.campaigns[job.campaign]
@@ -594,6 +606,8 @@ class Worker:
                     await runtime.provider.cancel(Handle(job.remote_id, job.polling_url))
                 except ProviderError as error:
                     log.info("cancel of %s after its deadline failed: %s", job.key, error)
+                    if error.kind is ErrorKind.UNSUPPORTED:
+                        await self.note_unsupported(job.campaign, "cancel", error)
             await self._apply(states.on_deadline(job, self.clock()))
             return
         assert job.remote_id is not None
@@ -647,36 +661,82 @@ class Worker:
         return True
 
     async def _reconcile(self, job: Job) -> None:
-        """Did a create that got no answer happen? Adopt it, resend it, or ask the user."""
+        """Did a create that got no answer happen? Adopt its prediction, submit it again, or
+        ask the user: decided one to one among the jobs with its input (`runner.reconcile`)."""
         runtime = self.campaigns[job.campaign]
         provider = runtime.provider
         if not provider.supports_list:
-            reason = "this API cannot list its tasks, so the runner cannot find out"
+            reason = "this provider lists no predictions here, so the runner cannot find out"
             await self._apply(states.on_reconcile_unavailable(job, reason))
             return
-        since = job.submitted_at if job.submitted_at is not None else job.updated_at
+        account = runtime.settings.provider.account
         try:
-            # The provider echoes what it was sent: compare with the same bytes.
-            body = await _provider_body(job, runtime.settings)
-            found = await provider.find(job.model, body, since=since)
+            attempts, _ = await self._db_call(self.store.reconcile_view, job, account)
+            verdict: reconcile.Verdict | None = reconcile.waiting(job.id, attempts)
+            if verdict is None:
+                since = min(a.submitted_at for a in attempts)
+                # The provider echoes what it was sent: compare with the same bytes.
+                body = await _provider_body(job, runtime.settings)
+                listing = await provider.list_matching(job.model, body, since=since)
+                ids = [c.submission.handle.remote_id for c in listing.candidates]
+                attempts, held = await self._db_call(
+                    self.store.reconcile_view, job, account, [*ids, *listing.removed]
+                )
+                own_start = listing.window_start + (job.submitted_at or since) - since
+                verdict = reconcile.decide(job.id, attempts, listing, held, own_start=own_start)
         except FileChangedError as error:
             reason = f"its input file changed, so it cannot be matched ({error})"
             await self._apply(states.on_reconcile_unavailable(job, reason))
             return
         except ProviderError as error:
+            if error.kind is ErrorKind.UNSUPPORTED:
+                await self.note_unsupported(job.campaign, "list", error)
+                reason = f"the provider does not serve its list route ({error})"
+                await self._apply(states.on_reconcile_unavailable(job, reason))
+                return
             change = states.on_reconcile_error(job, error, self.clock(), self.policy, self.rng)
             await self._apply(change)
             return
         except BaseException:
             await self._release(job)
             raise
-        if found is None:
+        now = self.clock()
+        if isinstance(verdict, reconcile.Wait):
+            await self._apply(states.on_reconcile_wait(job, now, verdict.reason))
+        elif isinstance(verdict, reconcile.Unknowable):
+            log.warning("job %s: cannot tell whether its create happened: %s", job.key, verdict)
+            await self._apply(states.on_reconcile_unavailable(job, verdict.reason))
+        elif isinstance(verdict, reconcile.Missing):
             log.info("job %s: not created at the provider; submitting again", job.key)
             limit = self.policies[job.campaign].max_attempts
-            await self._apply(states.on_reconcile_missing(job, self.clock(), max_attempts=limit))
+            await self._apply(states.on_reconcile_missing(job, now, max_attempts=limit))
         else:
+            found = verdict.candidate.submission
             log.info("job %s: found its prediction %s", job.key, found.handle.remote_id)
-            await self._settle(job, states.on_reconcile_found(job, found, self.clock(), self.rng))
+            outcome = states.on_reconcile_found(job, found, now, self.rng)
+            if not await self._settle(job, outcome):
+                # another job took that prediction meanwhile: look again with that known
+                await self._release(job, due_at=self.clock())
+
+    async def note_unsupported(self, name: str, route: str, error: ProviderError) -> None:
+        """An account answered 404/405 to an optional route: say so once, and record it so
+        that no run relies on that route again."""
+        provider = self.campaigns[name].settings.provider
+        key = ":".join(provider.account)
+        routes = await self._db_call(self.store.note_unsupported, key, route)
+        for runtime in self.campaigns.values():
+            if runtime.settings.provider.account == provider.account:
+                runtime.provider.supports_list &= "list" not in routes
+                runtime.provider.supports_cancel &= "cancel" not in routes
+                runtime.provider.supports_webhooks &= "webhook_secret" not in routes
+        log.warning(
+            "provider %s at %s does not serve its %s route (%s): recorded, and not used again "
+            "for this account",
+            provider.name,
+            provider.base_url,
+            route,
+            error,
+        )
 
     async def _download(self, job: Job) -> None:
         settings = self.campaigns[job.campaign].settings

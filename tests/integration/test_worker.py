@@ -120,7 +120,8 @@ def test_bfl_create_with_no_usable_answer_stays_uncertain_until_the_user_says(
     assert states_of(store) == {"uncertain": 3}
     assert app.exit_code(store, ["c1"], report) == app.EXIT_JOBS_FAILED
     assert sim.sim.stats()["creates"] == 3  # created once each, never again
-    assert all("retry --uncertain" in (j.error or "") for j in store.jobs("c1"))
+    # the hint is a command that can be pasted as it is
+    assert all("`runner retry c1 --uncertain`" in (j.error or "") for j in store.jobs("c1"))
     # Only the user's say-so sends them again (and pays again).
     sim.sim.update_config({"faults": {"create": {"drop_after_create_rate": 0.0}}})
     assert store.retry("c1", {State.UNCERTAIN}) == 3

@@ -421,7 +421,11 @@ def test_provider_errors_never_carry_the_key(echo: _EchoServer, style: str, mode
             provider.poll(Handle("p1", f"{base}/v1/get_result?id=p1")),
         ]
         if style == "replicate":
-            attempts += [provider.cancel(Handle("p1")), provider.find(model, {}, since=0.0)]
+            attempts += [
+                provider.cancel(Handle("p1")),
+                provider.list_matching(model, {}, since=0.0),
+                provider.webhook_secret(),  # type: ignore[attr-defined]
+            ]
         try:
             for attempt in attempts:
                 try:
