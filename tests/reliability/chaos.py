@@ -1,5 +1,8 @@
 """Chaos: SIGKILL the runner at random moments of a large campaign, restart it each time, then
-check every promise it makes about a crash.
+check every promise it makes about a crash, against a provider that behaves like the real ones:
+its clock five minutes off ours, one create answer in eight lost after the prediction was made
+(cut off halfway, the connection reset, a 502), and unseeded variants that send one input
+three times.
 
 The simulator runs in a process of its own, so its counters (creates per input, the sha256 of
 every file served) survive the runner being killed. The runner is the real CLI,
@@ -7,7 +10,11 @@ every file served) survive the runner being killed. The runner is the real CLI,
 simulator. After the kills the same command runs to the end, and then:
 
 - every job is settled (done, or uncertain/failed/... as reported, each with its reason);
-- no input was created at the simulator more than once (uncertain ones are counted too);
+- nothing was paid twice: no input was created at the simulator more often than jobs have it,
+  and no two jobs hold one prediction;
+- nothing paid for was walked away from: every prediction the simulator made is held by a job
+  (Replicate style, which reconciles every lost create), or, BFL style (no list), is one of an
+  uncertain job's, at most one per uncertain job of that input;
 - every file recorded in the database is on disk with the recorded sha256, which is the
   sha256 of what the simulator served for that URL; no other file, and no temporary or
   partial file, is in the output folder;
@@ -50,16 +57,26 @@ TIME_SCALE = "0.05"
 QUEUE_LINE = "new job(s)"  # what `runner run` prints once its queue is in the database
 SETTLED = {"done", "failed", "canceled", "moderated", "expired", "uncertain"}
 
+VARIANTS = 3  # unseeded: one input sent three times
 # Short generations, and a little latency on creates and downloads so that kills also land
-# while those calls are in the air.
+# while those calls are in the air. One create answer in eight is lost after the prediction
+# was made, and the provider's clock is five minutes behind ours.
 SIM_CONFIG: dict[str, Any] = {
     "duration_median": 0.3,
     "duration_sigma": 0.4,
     "max_side": 32,
     "replicate_create_limit": None,
     "replicate_read_limit": None,
+    "clock_offset": -300.0,
     "faults": {
-        "create": {"slow_rate": 0.3, "slow_seconds": 0.1},
+        "create": {
+            "slow_rate": 0.3,
+            "slow_seconds": 0.1,
+            "drop_after_create_rate": 0.05,
+            "reset_after_create_rate": 0.04,
+            "error_after_create_rate": 0.035,
+            "error_status": 502,
+        },
         "download": {"slow_rate": 0.3, "slow_seconds": 0.1},
     },
 }
@@ -113,17 +130,21 @@ def _env() -> dict[str, str]:
     return env
 
 
-def add_prompts(folder: Path, start: int, count: int) -> None:
-    """Append prompts to the campaign's file: the next run enqueues only those."""
+def add_prompts(folder: Path, start: int, jobs: int) -> int:
+    """Append prompts for at least `jobs` jobs to the campaign's file (the next run enqueues
+    only those); the number of prompts the file then has."""
+    count = -(-jobs // VARIANTS)
     with (folder / "prompts.txt").open("a", encoding="utf-8") as fh:
         fh.writelines(f"chaos lantern number {i}\n" for i in range(start, start + count))
+    return start + count
 
 
 def write_campaign(
     folder: Path, sim_url: str, jobs: int, style: str, max_in_flight: int, per_minute: float
-) -> Path:
+) -> tuple[Path, int]:
+    """The job file, and how many prompts it has."""
     (folder / "prompts.txt").write_text("", encoding="utf-8")
-    add_prompts(folder, 0, jobs)
+    prompts = add_prompts(folder, 0, jobs)
     if style == "bfl":
         provider = f"{{preset: bfl, base_url: '{sim_url}', api_key_env: {KEY_ENV}}}"
         model, inputs = "flux-pro-1.1", "{width: 256, height: 256, output_format: png}"
@@ -134,11 +155,11 @@ def write_campaign(
     path = folder / "jobs.yaml"
     path.write_text(
         f"campaign: chaos\nprovider: {provider}\nmodel: {model}\ninput: {inputs}\n"
-        "prompts_file: prompts.txt\noutput: {dir: out}\n"
+        f"prompts_file: prompts.txt\nvariants: {VARIANTS}\noutput: {{dir: out}}\n"
         f"limits: {{max_in_flight: {max_in_flight}, creates_per_minute: {per_minute}}}\n",
         encoding="utf-8",
     )
-    return path
+    return path, prompts
 
 
 def _start_runner(jobfile: Path, log: TextIO) -> subprocess.Popen[str]:
@@ -238,12 +259,11 @@ def run_chaos(
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     delivered = 0
-    total = jobs
     early_exits: list[int] = []
     interrupted: Counter[str] = Counter()  # jobs a kill caught in hand, by state
     config = {**SIM_CONFIG, "seed": seed}
     with simulator(folder, config) as sim:
-        jobfile = write_campaign(folder, sim.url, jobs, style, max_in_flight, per_minute)
+        jobfile, prompts = write_campaign(folder, sim.url, jobs, style, max_in_flight, per_minute)
         log_path = folder / "runner.log"
         with log_path.open("w", encoding="utf-8") as log:
             for n in range(2 * kills):  # a run may end by itself before its kill
@@ -251,8 +271,7 @@ def run_chaos(
                     break
                 left = _unsettled(folder / "runner.db")
                 if left is not None and left < top_up:
-                    add_prompts(folder, total, top_up)
-                    total += top_up
+                    prompts = add_prompts(folder, prompts, top_up)
                 wait = rng.uniform(*delay)
                 seen = log_path.read_text(encoding="utf-8", errors="replace").count(QUEUE_LINE)
                 process = _start_runner(jobfile, log)
@@ -277,7 +296,7 @@ def run_chaos(
                 final.wait()
                 final_exit = -1
         stats = sim.stats()
-    figures = check(folder, stats, jobs=total, style=style)
+    figures = check(folder, stats, jobs=prompts * VARIANTS, style=style)
     figures.update(
         seed=seed,
         style=style,
@@ -310,17 +329,39 @@ def check(folder: Path, stats: dict[str, Any], *, jobs: int, style: str) -> dict
         if row["state"] != "done" and not row["error"]:
             problems.append(f"job {row['key']} is {row['state']} without a reason")
 
-    creates = stats["creates_by_input"]
-    duplicates = sum(n - 1 for n in creates.values() if n > 1)
+    # Money, judged by what the simulator made: per input, no more creates than jobs have it;
+    # no prediction held by two jobs; none made that no job holds, except, where the style
+    # cannot list (BFL), one for each uncertain job of that input at most.
+    def input_of(row: dict[str, Any]) -> str:
+        return canonical_json(json.loads(row["input"]))
+
+    creates = Counter(stats["creates_by_input"])
+    jobs_of = Counter(input_of(row) for row in rows)
+    uncertain_of = Counter(input_of(row) for row in rows if row["state"] == "uncertain")
+    duplicates = sum(max(0, n - jobs_of[key]) for key, n in creates.items())
     if duplicates:
-        problems.append(f"{duplicates} inputs created more than once")
-    uncertain_created = 0
-    for row in rows:
-        count = creates.get(canonical_json(json.loads(row["input"])), 0)
-        if row["state"] == "done" and count != 1:
-            problems.append(f"done job {row['key']} was created {count} times")
-        if row["state"] == "uncertain":
-            uncertain_created += count
+        problems.append(f"{duplicates} creates more than jobs with their input")
+    holders = Counter(row["remote_id"] for row in rows if row["remote_id"])
+    shared = sorted(rid for rid, n in holders.items() if n > 1)
+    if shared:
+        problems.append(f"{len(shared)} predictions held by two jobs or more: {shared[:3]}")
+    generations = stats["generations"]
+    orphans = [g for g in generations if g["id"] not in holders]
+    orphans_of = Counter(canonical_json(g["input"]) for g in orphans)
+    if style == "replicate" and orphans:
+        problems.append(f"{len(orphans)} predictions made that no job holds (paid, never saved)")
+    over = {key: n for key, n in orphans_of.items() if n > uncertain_of[key]}
+    if style != "replicate" and over:
+        problems.append(f"{sum(over.values())} predictions no job holds beyond uncertain jobs")
+    states_of = {row["remote_id"]: row["state"] for row in rows if row["remote_id"]}
+    unsaved = [
+        g["id"]
+        for g in generations
+        if g["id"] in states_of and g["outcome"] == "succeeded" and states_of[g["id"]] != "done"
+    ]
+    if unsaved:
+        problems.append(f"{len(unsaved)} paid, successful predictions not saved: {unsaved[:3]}")
+    uncertain_created = sum(orphans_of.values())
     if style == "replicate" and states.get("uncertain"):
         problems.append(f"{states['uncertain']} Replicate-style jobs uncertain: not reconciled")
 
@@ -380,6 +421,11 @@ def check(folder: Path, stats: dict[str, Any], *, jobs: int, style: str) -> dict
         "uncertain_created": uncertain_created,
         "creates": int(stats["creates"]),
         "duplicates": duplicates,
+        "orphans": len(orphans),
+        "lost_answers": sum(
+            stats["faults"].get(f"create:{kind}", 0)
+            for kind in ("drop_after_create", "reset_after_create", "error_after_create")
+        ),
         "files_checked": len(recorded),
         "sidecars_checked": sidecars,
         "integrity": integrity,
@@ -393,7 +439,8 @@ def summary(figures: dict[str, Any]) -> str:
         f"{figures['kills']} SIGKILLs (jobs in hand at the kills: {figures['interrupted']}); "
         f"states {figures['states']}; done {figures['done']}, "
         f"uncertain {figures['uncertain']} (of which created {figures['uncertain_created']}); "
-        f"creates {figures['creates']}, duplicates {figures['duplicates']}; "
+        f"creates {figures['creates']}, duplicates {figures['duplicates']}, "
+        f"orphans {figures['orphans']}, create answers lost {figures['lost_answers']}; "
         f"{figures['files_checked']} files checked; integrity {figures['integrity']}; "
         f"{figures['seconds']}s ({figures['kill_phase_seconds']}s of kills)"
     )
