@@ -56,7 +56,7 @@ def render(
         eta = c.eta_seconds
         mark = " [stopped]" if c.halted else " [saving paused]" if c.name in paused else ""
         table.add_row(
-            c.name + mark,
+            Text(c.name + mark),  # a Text: "[stopped]" in a plain str would be read as markup
             f"{c.done}/{c.total}",
             str(c.states.get(State.QUEUED.value, 0)),
             str(_count(c, IN_FLIGHT_STATES)),

@@ -104,7 +104,10 @@ def advice(code: int | None, folder: str) -> str:
     if code in (errno.EACCES, errno.EPERM):
         return f"let the user running the runner write to {folder}"
     if code == errno.EMFILE:
-        return "raise this process's limit of open files (`ulimit -n`) and run it again"
+        return (
+            "raise the limit of open files (`prlimit --nofile` on this process, `ulimit -n` "
+            "before the next run)"
+        )
     if code == errno.ENFILE:
         return "close files other programs hold, or raise the system's limit (fs.file-max)"
     return f"fix what keeps {folder} from being written"

@@ -434,7 +434,11 @@ def copy_file(source: Path, folder: Path, name_for: Callable[[str], str], tag: s
     try:
         data = source.read_bytes()
     except OSError as exc:
-        raise DownloadError(f"cannot read {source}: {exc.strerror or exc}") from None
+        # Out of descriptors, no file can be read or written: this machine's fault, not the
+        # source's (which would be generated again, and paid for, instead).
+        local = exc.errno in _OUT_OF_DESCRIPTORS
+        message = f"cannot read {source}: {exc.strerror or exc}"
+        raise DownloadError(message, local=local, code=exc.errno if local else None) from None
     ext = sniff_extension(data[:16])
     if ext is None:
         raise DownloadError(f"{source} is not an image any more")

@@ -407,7 +407,7 @@ class Worker:
         if not is_due(State.QUEUED):
             return waiting
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
-        held = self.paused_saving()
+        held = paused_campaigns(self._devices, self.pauses.by_scope) if self.pauses else {}
         for account in accounts.values():
             names = [
                 n
@@ -786,9 +786,10 @@ class Worker:
         known = self._devices.get(name)
         if known is not None and self.pauses.by_scope.get(scope_of(error.code, known)):
             return  # paused already: this is the episode's next failure, not news
+        # Looked at again for each episode: a folder made, or a disk mounted, since the last.
         folders = {n: Path(r.settings.output_dir) for n, r in self.campaigns.items()}
         self._devices = await anyio.to_thread.run_sync(_devices_of, folders)
-        device = self._devices[name] if folder == folders[name] else device_of(folder)
+        device = self._devices[name]
         pause = Pause(scope_of(error.code, device), device, str(folder), error.code, self.clock())
         if not self.pauses.failed(pause):
             return
@@ -817,9 +818,9 @@ class Worker:
         try:
             while self.pauses.lasts(pause):
                 await anyio.sleep(every)
-                names = held_by(pause, self._devices, self.pauses.by_scope)
                 if not self.pauses.lasts(pause):
                     return
+                names = held_by(pause, self._devices, self.pauses.by_scope)
                 if await self._db_call(self._downloads_left, names):
                     continue  # a retried download will end it, or find it still failing
                 try:
