@@ -170,6 +170,7 @@ class Measured:
     creates_in_pause: int  # creates later than PAUSE_WITHIN after it, before saving worked
     creates_after: int  # creates once saving worked again
     downloads_retried: int  # file requests while saving failed
+    expired: int  # jobs whose result was lost
 
 
 def hold_unwritable(
@@ -204,6 +205,8 @@ def finish(
         raise AssertionError(f"the run did not finish:\n{run.output()}") from None
     assert code == 0, run.output()
     rows = jobs(db)
+    expired = sum(row["state"] == "expired" for row in rows)
+    print(f"\nexpired: {expired}")
     assert {row["state"] for row in rows} == {"done"}, [tuple(r) for r in rows if r[1] != "done"]
     assert len(rows) == JOBS
     for row in rows:
@@ -224,6 +227,7 @@ def finish(
         creates_in_pause=sum(1 for t in before if t > failed_at + PAUSE_WITHIN),
         creates_after=sum(1 for t in created if t >= freed),
         downloads_retried=retried,
+        expired=expired,
     )
 
 
