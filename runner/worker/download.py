@@ -6,7 +6,9 @@ fsynced, and renamed into place atomically; the folder is fsynced too. Whatever 
 refused URL, a network failure, a malformed answer, a full disk) is a `DownloadError` with a
 message for the user, and no temporary file is left behind. The client used here carries no API
 key: file hosts never see it. An existing file is never overwritten with other content, and a
-file is only ever created directly inside the output folder.
+file is only ever created directly inside the output folder. For backpressure from saving, it
+also tells which file system a folder is on and probes whether a file can be written there;
+`runner.saving` decides what follows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import aiohttp
 import anyio
 
 from runner.report.files import fsync_dir
+from runner.saving import OUT_OF_DESCRIPTORS
 
 MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
 MAX_REDIRECTS = 5
@@ -44,9 +47,6 @@ _DISK_ERRORS = {
     errno.EMFILE: "this process has too many open files (EMFILE)",
     errno.ENFILE: "the system has too many open files (ENFILE)",
 }
-# Out of descriptors, a connection cannot be opened either: that too is this machine's fault,
-# not the URL's, and must not use up the job's tries.
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 PROBE_BYTES = 64 * 1024  # what a probe writes: a small image's worth
 
 _SIGNATURES = {
@@ -189,9 +189,10 @@ def _writing(folder: Path) -> Iterator[None]:
 
 def _connection_error(exc: aiohttp.ClientError | OSError) -> DownloadError:
     """A failure of the connection: the network's, unless this process is out of file
-    descriptors (aiohttp's connection errors carry the socket's errno)."""
+    descriptors (aiohttp's connection errors carry the socket's errno): that is this machine's
+    fault, not the URL's, and must not use up the job's tries."""
     code = getattr(exc, "errno", None)
-    if isinstance(exc, OSError) and code in _OUT_OF_DESCRIPTORS:
+    if isinstance(exc, OSError) and code in OUT_OF_DESCRIPTORS:
         message = (
             f"cannot open a connection for the output: {_condition(exc)}; fix that, and the "
             "download is tried again"
@@ -436,7 +437,7 @@ def copy_file(source: Path, folder: Path, name_for: Callable[[str], str], tag: s
     except OSError as exc:
         # Out of descriptors, no file can be read or written: this machine's fault, not the
         # source's (which would be generated again, and paid for, instead).
-        local = exc.errno in _OUT_OF_DESCRIPTORS
+        local = exc.errno in OUT_OF_DESCRIPTORS
         message = f"cannot read {source}: {exc.strerror or exc}"
         raise DownloadError(message, local=local, code=exc.errno if local else None) from None
     ext = sniff_extension(data[:16])
