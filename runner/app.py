@@ -242,10 +242,11 @@ async def work(
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(_watch_signals, worker, tg.cancel_scope)
+                held = worker.paused_saving
                 if live:
-                    tg.start_soon(progress.live, store, names)
+                    tg.start_soon(progress.live, store, names, 1.0, held)
                 elif progress_every > 0:
-                    tg.start_soon(progress.log_lines, store, names, progress_every)
+                    tg.start_soon(progress.log_lines, store, names, progress_every, held)
                 if max_runtime is not None:
                     tg.start_soon(_stop_after, worker, max_runtime, tg.cancel_scope)
                 if webhooks is not None:

@@ -4,13 +4,16 @@ On a terminal (rich): per campaign the jobs per state, images per minute, time l
 the latest problems, redrawn every second (less often when counting a big campaign takes a
 while). Not a terminal (cron, a pipe): one plain log line per campaign a minute; the worker
 logs the changes worth knowing (a halt, the end) itself.
-Both read the same `runner.overview` figures the `status` command shows.
+Both read the same `runner.overview` figures the `status` command shows, and what only this
+process knows: campaigns whose new creates wait because their results cannot be saved here
+(`paused`, from the worker; see runner.saving).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -28,14 +31,22 @@ log = logging.getLogger("runner")
 IN_FLIGHT_STATES = (State.SUBMITTING, State.RUNNING, State.RECONCILING)
 PROBLEM_STATES = (State.FAILED, State.MODERATED, State.EXPIRED, State.UNCERTAIN)
 SNAPSHOT_SHARE = 20  # the live table waits at least this many times as long as reading it took
+Paused = Callable[[], dict[str, str]]  # campaign -> why its new creates wait, in this process
+
+
+def _nothing_paused() -> dict[str, str]:
+    return {}
 
 
 def _count(c: CampaignOverview, states: tuple[State, ...]) -> int:
     return sum(c.states.get(s.value, 0) for s in states)
 
 
-def render(view: Overview, problems: list[dict[str, Any]]) -> RenderableType:
+def render(
+    view: Overview, problems: list[dict[str, Any]], paused: dict[str, str] | None = None
+) -> RenderableType:
     """The live display: a table of campaigns, then the latest problems (pure)."""
+    paused = paused or {}
     table = Table(expand=False, header_style="bold")
     for column in ("campaign", "done", "queued", "in flight", "saving", "problems"):
         table.add_column(column, justify="left" if column == "campaign" else "right")
@@ -43,8 +54,9 @@ def render(view: Overview, problems: list[dict[str, Any]]) -> RenderableType:
         table.add_column(column, justify="right")
     for c in view.campaigns:
         eta = c.eta_seconds
+        mark = " [stopped]" if c.halted else " [saving paused]" if c.name in paused else ""
         table.add_row(
-            c.name + (" [stopped]" if c.halted else ""),
+            Text(c.name + mark),  # a Text: "[stopped]" in a plain str would be read as markup
             f"{c.done}/{c.total}",
             str(c.states.get(State.QUEUED.value, 0)),
             str(_count(c, IN_FLIGHT_STATES)),
@@ -58,6 +70,8 @@ def render(view: Overview, problems: list[dict[str, Any]]) -> RenderableType:
     for c in view.campaigns:
         if c.halted:
             parts.append(Text(f"{c.name} stopped: {c.halted}", style="bold red"))
+        elif c.name in paused:
+            parts.append(Text(f"{c.name}: {paused[c.name]}", style="bold yellow"))
     if problems:
         parts.append(Text("latest problems:", style="bold"))
         for p in problems:
@@ -77,14 +91,16 @@ def redraw_after(every: float, took: float) -> float:
     return max(every, SNAPSHOT_SHARE * took)
 
 
-async def live(store: Store, names: list[str], every: float = 1.0) -> None:
+async def live(
+    store: Store, names: list[str], every: float = 1.0, paused: Paused = _nothing_paused
+) -> None:
     """Redraw the table every `every` seconds until cancelled (then draw it once more).
 
     The counts read every job of the campaigns (0.13 s with 1,000,000 jobs): the table is then
     redrawn less often, so that reading it never takes more than a twentieth of the time."""
     console = Console(stderr=True)
     view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-    with Live(render(view, problems), console=console, auto_refresh=False) as display:
+    with Live(render(view, problems, paused()), console=console, auto_refresh=False) as display:
         try:
             took = 0.0
             while True:
@@ -92,20 +108,29 @@ async def live(store: Store, names: list[str], every: float = 1.0) -> None:
                 started = time.monotonic()
                 view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
                 took = time.monotonic() - started
-                display.update(render(view, problems), refresh=True)
+                display.update(render(view, problems, paused()), refresh=True)
         finally:
             with anyio.CancelScope(shield=True):
                 view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-                display.update(render(view, problems), refresh=True)
+                display.update(render(view, problems, paused()), refresh=True)
 
 
-async def log_lines(store: Store, names: list[str], every: float = 60.0) -> None:
+def log_line(c: CampaignOverview, paused: dict[str, str]) -> str:
+    """A campaign's plain progress line (pure)."""
+    rate = f", {c.rate_per_minute:.1f}/min" if c.rate_per_minute else ""
+    eta = c.eta_seconds
+    left = f", about {format_seconds(eta)} left" if eta else ""
+    why = f"; {paused[c.name]}" if c.name in paused else ""
+    return f"{c.name}: {format_counts(c.states)}{rate}{left}{why}"
+
+
+async def log_lines(
+    store: Store, names: list[str], every: float = 60.0, paused: Paused = _nothing_paused
+) -> None:
     """A plain line per campaign every `every` seconds, for logs."""
     while True:
         await anyio.sleep(every)
         view, _ = await anyio.to_thread.run_sync(_snapshot, store, names)
+        held = paused()
         for c in view.campaigns:
-            rate = f", {c.rate_per_minute:.1f}/min" if c.rate_per_minute else ""
-            eta = c.eta_seconds
-            left = f", about {format_seconds(eta)} left" if eta else ""
-            log.info("%s: %s%s%s", c.name, format_counts(c.states), rate, left)
+            log.info("%s", log_line(c, held))

@@ -33,3 +33,15 @@ def backoff(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
     """Full-jitter exponential backoff for the `attempt`-th retry (1-based)."""
     ceiling = min(policy.cap, policy.base * 2 ** max(0, attempt - 1))
     return rng.uniform(0.0, ceiling) * policy.scale
+
+
+# A save that failed for this machine's own reason (a full disk) is tried again soon, so that
+# results are saved moments after space returns, long before their URLs expire: each try costs
+# a fetch of the file again, never money, and never one of the job's strikes.
+LOCAL_RETRY_FIRST = 1.0  # seconds
+LOCAL_RETRY_CAP = 8.0
+
+
+def local_retry_wait(tries: int, scale: float) -> float:
+    """The wait before the next try of a save that failed locally `tries` times in a row."""
+    return min(LOCAL_RETRY_CAP, LOCAL_RETRY_FIRST * 2 ** max(0, tries - 1)) * scale

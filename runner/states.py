@@ -20,7 +20,7 @@ from typing import Any
 
 from runner.polling import Timing, generation_estimate, next_poll_delay, usable_progress
 from runner.providers.base import ErrorKind, Phase, ProviderError, RemoteStatus, Submission
-from runner.retry import RetryPolicy, backoff, time_scale
+from runner.retry import RetryPolicy, backoff, local_retry_wait, time_scale
 
 
 class State(enum.StrEnum):
@@ -556,17 +556,17 @@ def on_download_error(
     url_gone: bool,
     can_refresh: bool = False,
     local: bool = False,
+    local_tries: int = 1,
 ) -> Change:
     """A download failed. A gone URL never comes back: re-read the prediction for fresh URLs
     where the API gives them (Replicate), else the result is expired (resubmitting costs money,
-    so only the user decides that). A local failure (a full disk) is no fault of the result:
-    it is tried again, strike-free, until space returns or the URL expires."""
+    so only the user decides that). A local failure (a full disk), the `local_tries`-th in a
+    row, is no fault of the result: it is tried again soon, strike-free, until space returns
+    or the URL expires (the next fetch then finds it gone)."""
     if local:
+        wait = local_retry_wait(local_tries, policy.scale)
         return Change(
-            job.id,
-            job.state,
-            State.DOWNLOADING,
-            {"next_attempt_at": now + LOCAL_RETRY_SECONDS * policy.scale, "error": error},
+            job.id, job.state, State.DOWNLOADING, {"next_attempt_at": now + wait, "error": error}
         )
     if url_gone and can_refresh and job.url_refreshes < MAX_URL_REFRESHES:
         return Change(
@@ -598,7 +598,6 @@ def on_download_error(
 
 
 MAX_URL_REFRESHES = 2
-LOCAL_RETRY_SECONDS = 30.0  # between downloads that failed for this machine's own reason
 
 
 def can_reuse(job: Job) -> bool:

@@ -6,7 +6,9 @@ fsynced, and renamed into place atomically; the folder is fsynced too. Whatever 
 refused URL, a network failure, a malformed answer, a full disk) is a `DownloadError` with a
 message for the user, and no temporary file is left behind. The client used here carries no API
 key: file hosts never see it. An existing file is never overwritten with other content, and a
-file is only ever created directly inside the output folder.
+file is only ever created directly inside the output folder. For backpressure from saving, it
+also tells which file system a folder is on and probes whether a file can be written there;
+`runner.saving` decides what follows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import aiohttp
 import anyio
 
 from runner.report.files import fsync_dir
+from runner.saving import OUT_OF_DESCRIPTORS
 
 MAX_BYTES = 100 * 1024 * 1024  # the largest output accepted; FLUX outputs are a few MB
 MAX_REDIRECTS = 5
@@ -41,7 +44,10 @@ _DISK_ERRORS = {
     errno.EDQUOT: "the disk quota is exceeded (EDQUOT)",
     errno.EROFS: "the file system is read-only (EROFS)",
     errno.EACCES: "permission denied (EACCES)",
+    errno.EMFILE: "this process has too many open files (EMFILE)",
+    errno.ENFILE: "the system has too many open files (ENFILE)",
 }
+PROBE_BYTES = 64 * 1024  # what a probe writes: a small image's worth
 
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "png",
@@ -62,10 +68,13 @@ def sniff_extension(head: bytes) -> str | None:
 
 
 class DownloadError(Exception):
-    def __init__(self, message: str, *, gone: bool = False, local: bool = False) -> None:
+    def __init__(
+        self, message: str, *, gone: bool = False, local: bool = False, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.gone = gone  # the URL will never serve this file again (expired, removed)
         self.local = local  # this machine's fault (a full disk): the URL is fine, the disk is not
+        self.code = code  # the errno of a local failure
 
 
 @dataclass(frozen=True)
@@ -155,12 +164,17 @@ def sweep_stale_temps(folder: Path, is_dead: Callable[[int], bool]) -> int:
     return removed
 
 
-def disk_error_message(exc: OSError, folder: Path) -> str:
-    """What a failed write means for the user: which folder, which condition, what to do."""
+def _condition(exc: OSError) -> str:
     what = _DISK_ERRORS.get(exc.errno or 0)
     if what is None:
         code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         what = f"{exc.strerror or exc} ({code})"
+    return what
+
+
+def disk_error_message(exc: OSError, folder: Path) -> str:
+    """What a failed write means for the user: which folder, which condition, what to do."""
+    what = _condition(exc)
     return f"cannot write the output to {folder}: {what}; fix that, and the download is tried again"
 
 
@@ -170,7 +184,50 @@ def _writing(folder: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise DownloadError(disk_error_message(exc, folder), local=True) from None
+        raise DownloadError(disk_error_message(exc, folder), local=True, code=exc.errno) from None
+
+
+def _connection_error(exc: aiohttp.ClientError | OSError) -> DownloadError:
+    """A failure of the connection: the network's, unless this process is out of file
+    descriptors (aiohttp's connection errors carry the socket's errno): that is this machine's
+    fault, not the URL's, and must not use up the job's tries."""
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, OSError) and code in OUT_OF_DESCRIPTORS:
+        message = (
+            f"cannot open a connection for the output: {_condition(exc)}; fix that, and the "
+            "download is tried again"
+        )
+        return DownloadError(message, local=True, code=code)
+    return DownloadError(f"{type(exc).__name__}: {exc or 'no details'}")
+
+
+def device_of(folder: Path) -> int:
+    """The file system (st_dev) `folder` is on; one not made yet will be on its nearest
+    existing parent's."""
+    path = Path(os.path.abspath(folder))
+    for candidate in (path, *path.parents):
+        try:
+            return candidate.stat().st_dev
+        except OSError:
+            continue
+    return os.stat(os.sep).st_dev
+
+
+def probe(folder: Path) -> None:
+    """Whether a save in `folder` could succeed now: a small hidden file written, fsynced and
+    removed (the folder made if missing, as a download would). A DownloadError (local) says why
+    not; no file is left either way."""
+    temp = folder / f"{temp_prefix('probe')}{os.getpid()}.{os.urandom(4).hex()}.part"
+    try:
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            with _create(temp) as fh:
+                fh.write(bytes(PROBE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -329,9 +386,9 @@ async def fetch(
                 gone=True,
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
-            # OSError here is the network's (a timeout is one): the disk's are DownloadErrors
-            # already.
-            raise DownloadError(f"{type(exc).__name__}: {exc or 'no details'}") from None
+            # OSError here is the connection's (a timeout is one): the disk's are
+            # DownloadErrors already.
+            raise _connection_error(exc) from None
         if expected is not None and expected != received:
             raise DownloadError(f"truncated: got {received} of {expected} bytes")
         ext = sniff_extension(head)
@@ -378,7 +435,11 @@ def copy_file(source: Path, folder: Path, name_for: Callable[[str], str], tag: s
     try:
         data = source.read_bytes()
     except OSError as exc:
-        raise DownloadError(f"cannot read {source}: {exc.strerror or exc}") from None
+        # Out of descriptors, no file can be read or written: this machine's fault, not the
+        # source's (which would be generated again, and paid for, instead).
+        local = exc.errno in OUT_OF_DESCRIPTORS
+        message = f"cannot read {source}: {exc.strerror or exc}"
+        raise DownloadError(message, local=local, code=exc.errno if local else None) from None
     ext = sniff_extension(data[:16])
     if ext is None:
         raise DownloadError(f"{source} is not an image any more")

@@ -38,7 +38,18 @@ from runner.naming import job_fields, render_filename
 from runner.polling import Timing, usable_progress
 from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.report.provenance import after_download
-from runner.retry import RetryPolicy, time_scale
+from runner.retry import RetryPolicy, local_retry_wait, time_scale
+from runner.saving import (
+    PROBE_EVERY,
+    Pause,
+    SavePauses,
+    describe,
+    held_by,
+    pause_warning,
+    paused_campaigns,
+    resume_message,
+    scope_of,
+)
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.store import Store
 from runner.worker.batch import GroupCommit
@@ -48,7 +59,9 @@ from runner.worker.download import (
     FileClient,
     SavedFile,
     copy_file,
+    device_of,
     fetch,
+    probe,
     sweep_stale_temps,
 )
 
@@ -56,6 +69,7 @@ log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
 COALESCE = 0.002  # seconds: finished tasks within this window share one round of claims
 BUG_BACKOFF = 30.0  # seconds before a job that hit an unexpected error is tried again
+PROBE_FLOOR = 0.05  # seconds between probes even when waits are scaled to nothing
 T = TypeVar("T")
 
 
@@ -202,6 +216,11 @@ class Worker:
         self.created: Counter[str] = Counter()
         self.submitting: Counter[str] = Counter()
         self._tasks: anyio.abc.TaskGroup | None = None  # where jobs in hand run
+        # Backpressure from saving (runner.saving), in memory: another machine has another
+        # disk. Each campaign's output file system, as last looked at when a save failed.
+        self.pauses = SavePauses()
+        self._devices: dict[str, int] = {}
+        self._local_tries: Counter[int] = Counter()  # per job: saves failed locally in a row
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -388,8 +407,13 @@ class Worker:
         if not is_due(State.QUEUED):
             return waiting
         accounts = {id(self.campaigns[n].account): self.campaigns[n].account for n in active}
+        held = paused_campaigns(self._devices, self.pauses.by_scope) if self.pauses else {}
         for account in accounts.values():
-            names = [n for n in account.names if n in active and self.campaigns[n].submits]
+            names = [
+                n
+                for n in account.names
+                if n in active and self.campaigns[n].submits and n not in held
+            ]
             tokens = account.bucket.available(now)
             if tokens <= 0:  # look again as soon as the rate allows, not a tick later
                 self._token_at = min(self._token_at, account.bucket.next_token_at(now))
@@ -629,7 +653,8 @@ class Worker:
         await self._settle(job, outcome)
 
     async def _reuse(self, job: Job) -> bool:
-        """Take the files of a done job with the very same input instead of paying again."""
+        """Take the files of a done job with the very same input instead of paying again.
+        Whether the job is dealt with: reused, or given back while its files cannot be written."""
         if job.input_hash is None:
             return False
         source = await self._db_call(self.store.find_done, job.input_hash, job.id)
@@ -652,7 +677,17 @@ class Worker:
                         copy_file, Path(record["path"]), Path(settings.output_dir), name_for, tag
                     )
                 )
-        except (OSError, DownloadError) as error:
+        except DownloadError as error:
+            if error.local:
+                # Generating it instead would pay for a result that cannot be saved either.
+                await self._save_failed(job.campaign, Path(settings.output_dir), error)
+                wait = local_retry_wait(1, self.policy.scale)
+                log.info("job %s: cannot reuse %s now (%s)", job.key, source.key, error)
+                await self._release(job, due_at=self.clock() + wait)
+                return True
+            log.warning("job %s: cannot reuse %s (%s); generating it", job.key, source.key, error)
+            return False
+        except OSError as error:
             log.warning("job %s: cannot reuse %s (%s); generating it", job.key, source.key, error)
             return False
         files = [f.to_dict() for f in saved]
@@ -763,6 +798,13 @@ class Worker:
                 self._downloaded, job, saved, fetched, name_for(outputs)
             )
         except DownloadError as error:
+            tries = 0
+            if error.local:
+                self._local_tries[job.id] += 1
+                tries = self._local_tries[job.id]
+                await self._save_failed(job.campaign, folder, error)
+            else:
+                self._local_tries.pop(job.id, None)
             change = states.on_download_error(
                 job,
                 str(error),
@@ -772,6 +814,7 @@ class Worker:
                 url_gone=error.gone,
                 can_refresh=self.campaigns[job.campaign].provider.refreshes_outputs,
                 local=error.local,
+                local_tries=tries,
             )
             log.info("download %s: %s -> %s", job.key, error, change.to)
         except BaseException:
@@ -782,7 +825,75 @@ class Worker:
             raise
         else:
             self.report.downloaded += 1
+            self._local_tries.pop(job.id, None)
+            if self.pauses:
+                self._save_worked(job.campaign)
         await self._apply(change)
+
+    # -- backpressure from saving ----------------------------------------------------------
+
+    def paused_saving(self) -> dict[str, str]:
+        """The campaigns whose new creates wait for saving to work again, each with why."""
+        if not self.pauses:
+            return {}
+        held = paused_campaigns(self._devices, self.pauses.by_scope)
+        return {name: describe(pause) for name, pause in held.items()}
+
+    async def _save_failed(self, name: str, folder: Path, error: DownloadError) -> None:
+        """A save of campaign `name` in `folder` failed for a local reason: pause the creates
+        of every campaign whose results would go to the same file system (runner.saving), and
+        say so once an episode."""
+        known = self._devices.get(name)
+        if known is not None and self.pauses.by_scope.get(scope_of(error.code, known)):
+            return  # paused already: this is the episode's next failure, not news
+        # Looked at again for each episode: a folder made, or a disk mounted, since the last.
+        folders = {n: Path(r.settings.output_dir) for n, r in self.campaigns.items()}
+        self._devices = await anyio.to_thread.run_sync(_devices_of, folders)
+        device = self._devices[name]
+        pause = Pause(scope_of(error.code, device), device, str(folder), error.code, self.clock())
+        if not self.pauses.failed(pause):
+            return
+        log.warning(pause_warning(pause, held_by(pause, self._devices, self.pauses.by_scope)))
+        if self._tasks is not None:
+            self._tasks.start_soon(self._probe, pause)
+
+    def _save_worked(self, name: str) -> None:
+        device = self._devices.get(name)
+        if device is not None:
+            self._lift(device)
+
+    def _lift(self, device: int) -> None:
+        before = paused_campaigns(self._devices, self.pauses.by_scope)
+        for pause in self.pauses.saved(device):
+            now_held = paused_campaigns(self._devices, self.pauses.by_scope)
+            names = [n for n, p in before.items() if p is pause and n not in now_held]
+            log.info(resume_message(pause, names, self.clock()))
+            self.wake()  # queued jobs may be claimed now
+
+    async def _probe(self, pause: Pause) -> None:
+        """While `pause` lasts and nothing of its campaigns is left to download (so no save
+        can end it), try a small write in its folder every few seconds."""
+        folder = Path(pause.folder)
+        every = max(PROBE_FLOOR, PROBE_EVERY * self.policy.scale)
+        try:
+            while self.pauses.lasts(pause):
+                await anyio.sleep(every)
+                if not self.pauses.lasts(pause):
+                    return
+                names = held_by(pause, self._devices, self.pauses.by_scope)
+                if await self._db_call(self._downloads_left, names):
+                    continue  # a retried download will end it, or find it still failing
+                try:
+                    await anyio.to_thread.run_sync(probe, folder)
+                except DownloadError:
+                    continue
+                if self.pauses.lasts(pause):
+                    self._lift(pause.device)
+        except Exception:  # a bug here must not take the jobs down; a save still ends it
+            log.exception("probing %s failed", folder)
+
+    def _downloads_left(self, names: Iterable[str]) -> bool:
+        return any(self.store.has_jobs(name, [State.DOWNLOADING]) for name in names)
 
     def _downloaded(
         self,
@@ -797,6 +908,10 @@ class Worker:
         change = states.on_downloaded(job, [f.to_dict() for f in files], self.clock())
         after_download(job, change)
         return change
+
+
+def _devices_of(folders: dict[str, Path]) -> dict[str, int]:
+    return {name: device_of(folder) for name, folder in folders.items()}
 
 
 async def _provider_body(job: Job, settings: CampaignSettings) -> dict[str, Any]:

@@ -3,7 +3,8 @@ is room again, both at the `download()` level and through the worker.
 
 The output folder is put on a real small file system: a 1 MiB tmpfs, or a loop-mounted ext4
 image of 2 MiB. Mounting needs root and a kernel that lets this process mount (a container may
-not); a kind that cannot be mounted here is skipped with the reason.
+not); a kind that cannot be mounted here is skipped with the reason, except on CI (`CI` set),
+where it is a failure: CI runs as root on purpose, and a full disk left untested is a hole.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import pytest
@@ -77,12 +80,19 @@ def _unmount(mount_point: Path) -> None:
     _run("umount", "-l", str(mount_point))
 
 
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip a test this machine cannot run; on CI, where it must run, fail it instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the full-disk tests, but {reason}")
+    pytest.skip(reason)
+
+
 def _small_fs(tmp_path: Path, kinds: list[str]) -> Iterator[Path]:
     """A small file system mounted in `tmp_path`: the first of `kinds` that can be mounted."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root; this test runs as a normal user")
+        skip_unless_ci("mounting a small file system needs root; this test runs as a normal user")
     if shutil.which("mount") is None:
-        pytest.skip("no `mount` command here")
+        skip_unless_ci("no `mount` command here")
     mount_point = tmp_path / "small"
     mount_point.mkdir()
     reasons = []
@@ -92,7 +102,7 @@ def _small_fs(tmp_path: Path, kinds: list[str]) -> Iterator[Path]:
             break
         reasons.append(f"{kind}: {reason}")
     else:
-        pytest.skip("cannot mount a small file system here: " + "; ".join(reasons))
+        skip_unless_ci("cannot mount a small file system here: " + "; ".join(reasons))
     try:
         yield mount_point
     finally:
@@ -234,3 +244,35 @@ def test_the_worker_reports_a_full_disk_and_downloads_once_space_is_freed(
     (record,) = job.files
     assert os.path.getsize(record["path"]) == size
     assert files_of(out) == [Path(record["path"]).name]
+
+
+@pytest.mark.parametrize("ci", ["1", ""])
+def test_on_ci_a_full_disk_test_that_cannot_mount_fails_instead_of_skipping(ci: str) -> None:
+    """Run as a normal user (setpriv to nobody), a full-disk test cannot mount: it is skipped
+    on a developer's machine and fails on CI, so that CI never passes without running it."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None:
+        skip_unless_ci("becoming another user for this check needs root and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="runner-nobody-"))
+    try:
+        base.chmod(0o777)
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER")}
+        env.update({"CI": ci} if ci else {}, HOME=str(base))
+        mounting = test_a_completely_full_disk_is_a_download_error_even_for_a_new_folder
+        test = f"{Path(__file__).name}::{mounting.__name__}"
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+             sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+             "-rs", f"--basetemp={base / 'tmp'}", test],
+            cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=90,
+            check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    output = done.stdout + done.stderr
+    if ci:
+        assert done.returncode == 1, output
+        # a failure in the fixture's setup: pytest counts it as an error
+        assert "1 error" in output and "CI must run the full-disk tests" in output, output
+    else:
+        assert done.returncode == 0, output
+        assert "1 skipped" in output and "needs root" in output, output

@@ -12,6 +12,7 @@ import pytest
 from runner.worker.download import (
     DownloadError,
     check_url,
+    device_of,
     disk_error_message,
     sweep_stale_temps,
     temp_prefix,
@@ -55,9 +56,18 @@ def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
         (errno.EDQUOT, "quota"),
         (errno.EROFS, "read-only"),
         (errno.EACCES, "permission denied"),
+        (errno.EMFILE, "this process has too many open files (EMFILE)"),
+        (errno.ENFILE, "the system has too many open files (ENFILE)"),
         (errno.EIO, "EIO"),
     ],
 )
 def test_disk_errors_name_the_folder_and_the_condition(code: int, words: str) -> None:
     message = disk_error_message(OSError(code, os.strerror(code)), Path("/data/out"))
     assert words in message and "/data/out" in message and "tried again" in message
+
+
+def test_a_folder_not_made_yet_is_on_its_nearest_existing_parents_file_system(
+    tmp_path: Path,
+) -> None:
+    assert device_of(tmp_path / "not" / "made" / "yet") == os.stat(tmp_path).st_dev
+    assert device_of(Path("relative/not/made")) == os.stat(".").st_dev
