@@ -340,7 +340,7 @@ class TruncatedResponse(Response):
         )
 
 
-class FileResponse(Response):
+class CountedFileResponse(Response):
     """A file answer that reports when its last byte went out (`on_whole`), so that a
     download the client gave up on halfway is not counted as one that happened."""
 
@@ -353,7 +353,7 @@ class FileResponse(Response):
         self.on_whole()
 
 
-class DripResponse(FileResponse):
+class DripResponse(CountedFileResponse):
     """A file answer whose bytes trickle out over `seconds`, in small pieces; a client that
     hangs up meanwhile stops it."""
 

@@ -16,8 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.simulator._http import (
     CUT_OFF,
+    CountedFileResponse,
     DripResponse,
-    FileResponse,
     TruncatedResponse,
     has_credentials,
     http_date,
@@ -103,7 +103,7 @@ async def get_file(request: Request) -> Response:
 
     if fault.drip_seconds > 0:
         return DripResponse(body, media_type, fault.drip_seconds, served)
-    return FileResponse(body, media_type, served)
+    return CountedFileResponse(body, media_type, served)
 
 
 async def stats(request: Request) -> Response:

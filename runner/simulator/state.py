@@ -557,8 +557,9 @@ class Simulator:
             return snap
 
     def data_removed(self, prediction: Prediction, snap: Snapshot, now: float) -> bool:
-        """Replicate deletes a finished API prediction's data (input, output, logs, files) an
-        hour after it was created, its files also `replicate_output_ttl` after it finished."""
+        """Replicate deletes a finished API prediction's data (input, output, logs, files)
+        `replicate_data_retention` after its create, or `replicate_output_ttl` after it
+        finished, whichever comes first."""
         if snap.completed is None:
             return False
         config = self._config
