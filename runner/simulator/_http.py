@@ -5,8 +5,11 @@ purpose (a connection closed without an answer, an answer cut short, bytes that 
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -21,6 +24,10 @@ from runner.simulator.state import FaultDraw, Simulator, Style
 
 PROBLEM_JSON = "application/problem+json"
 
+# Set in the `http.response.start` message of an answer that will be cut off on purpose: such an
+# answer is the server losing its way, and gets none of the headers a finished answer has.
+CUT_OFF = "runner.simulator.cut_off"
+
 
 def sim_of(request: Request) -> Simulator:
     sim: Simulator = request.app.state.sim
@@ -33,6 +40,11 @@ def base_url(request: Request) -> str:
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def http_date(epoch: float) -> str:
+    """An RFC 7231 IMF-fixdate, whole seconds truncated as a clock's reading would be."""
+    return email.utils.formatdate(math.floor(epoch), usegmt=True)
 
 
 def parse_iso(value: str) -> float:
@@ -262,7 +274,14 @@ class DroppedResponse(Response):
             (name, value) for name, value in self.raw_headers if name.lower() != b"content-length"
         ]
         headers.append((b"content-length", str(promised).encode()))
-        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": headers,
+                CUT_OFF: True,
+            }
+        )
         await send(
             {
                 "type": "http.response.body",
@@ -305,7 +324,12 @@ class TruncatedResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+                CUT_OFF: True,
+            }
         )
         await send(
             {
@@ -316,23 +340,56 @@ class TruncatedResponse(Response):
         )
 
 
-class DripResponse(Response):
-    """A file answer whose bytes trickle out over `seconds`, in small pieces."""
+class CountedFileResponse(Response):
+    """A file answer that reports when its last byte went out (`on_whole`), so that a
+    download the client gave up on halfway is not counted as one that happened."""
+
+    def __init__(self, body: bytes, media_type: str, on_whole: Callable[[], None]) -> None:
+        super().__init__(body, 200, media_type=media_type)
+        self.on_whole = on_whole
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+        self.on_whole()
+
+
+class DripResponse(CountedFileResponse):
+    """A file answer whose bytes trickle out over `seconds`, in small pieces; a client that
+    hangs up meanwhile stops it."""
 
     PIECES = 16
 
-    def __init__(self, body: bytes, media_type: str, seconds: float) -> None:
-        super().__init__(body, 200, media_type=media_type)
+    def __init__(
+        self, body: bytes, media_type: str, seconds: float, on_whole: Callable[[], None]
+    ) -> None:
+        super().__init__(body, media_type, on_whole)
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        size = max(1, -(-len(self.body) // self.PIECES))
-        pieces = [self.body[i : i + size] for i in range(0, len(self.body), size)] or [b""]
-        for n, piece in enumerate(pieces):
-            last = n == len(pieces) - 1
-            await send({"type": "http.response.body", "body": piece, "more_body": not last})
-            if not last:
-                await anyio.sleep(self.seconds / len(pieces))
+        whole = False
+        async with anyio.create_task_group() as tg:
+
+            async def until_hang_up() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_hang_up)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            size = max(1, -(-len(self.body) // self.PIECES))
+            pieces = [self.body[i : i + size] for i in range(0, len(self.body), size)] or [b""]
+            for n, piece in enumerate(pieces):
+                last = n == len(pieces) - 1
+                await send({"type": "http.response.body", "body": piece, "more_body": not last})
+                if not last:
+                    await anyio.sleep(self.seconds / len(pieces))
+            whole = True
+            tg.cancel_scope.cancel()
+        if whole:
+            self.on_whole()

@@ -15,9 +15,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.simulator._http import (
+    CUT_OFF,
+    CountedFileResponse,
     DripResponse,
     TruncatedResponse,
     has_credentials,
+    http_date,
     inject,
     read_json,
     sim_of,
@@ -74,12 +77,12 @@ async def get_file(request: Request) -> Response:
     snap = sim.snapshot(prediction, now)
     if snap.phase != "succeeded":
         return not_found
-    expired = sim.wall(now) > int(expires_text)
     if prediction.style == "replicate":
         # Replicate deletes the files with the prediction's data: they are gone, not forbidden
-        if expired or sim.data_removed(prediction, snap, now):
+        if sim.data_removed(prediction, snap, now):
             return not_found
-    elif expired:
+    elif sim.provider_time(now) > int(expires_text):
+        # signed and checked on the one clock, so an offset alone never expires a URL
         return forbidden
     if fault.kind == "gone":
         if fault.status == 403:
@@ -93,9 +96,14 @@ async def get_file(request: Request) -> Response:
     media_type = "text/html" if fault.kind == "wrong_type" else content_type(ext)
     if fault.kind == "truncate":
         return TruncatedResponse(body, media_type)
+
+    def served() -> None:
+        # whatever its Content-Type said: the bytes were all there
+        sim.note_served(prediction, index)
+
     if fault.drip_seconds > 0:
-        return DripResponse(body, media_type, fault.drip_seconds)
-    return Response(body, media_type=media_type)
+        return DripResponse(body, media_type, fault.drip_seconds, served)
+    return CountedFileResponse(body, media_type, served)
 
 
 async def stats(request: Request) -> Response:
@@ -152,6 +160,30 @@ class _CountStatuses:
             await self.app(scope, receive, counting_send)
 
 
+class _DateHeader:
+    """Gives every answer a `Date` header on the provider's clock, as an origin server with a
+    clock must (RFC 7231); the answers cut off on purpose get none. Uvicorn's own is turned off
+    (`server.py`), so over a socket and in process (httpx.ASGITransport) the header is this."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not message.pop(CUT_OFF, False):
+                date = http_date(self.sim.provider_time(self.sim.now()))
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", date.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, dated_send)
+
+
 def create_app(sim: Simulator) -> Starlette:
     """All simulated APIs on one app; `app.state.sim` is the simulator behind them."""
     routes: list[Route] = [
@@ -172,4 +204,5 @@ def create_app(sim: Simulator) -> Starlette:
     # set by the server when it shuts down, so requests held by `Prefer: wait` answer at once
     app.state.stopping = False
     app.add_middleware(_CountStatuses, sim=sim)
+    app.add_middleware(_DateHeader, sim=sim)
     return app

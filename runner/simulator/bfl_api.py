@@ -1,6 +1,7 @@
 """The Black Forest Labs-style API: `POST /v1/{model}` and `get_result` polling, at the root
 (BFL itself, `x-key` auth, polling through a region host) and under `/flux` (DeerAPI, Bearer
-auth, whose answers carry BFL's upstream polling URL).
+auth, whose answers carry BFL's upstream polling URL, and which serves `/v1/credits` only when
+`aggregator_routes` says so).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from runner.simulator._http import (
     stall,
     throttled,
 )
+from runner.simulator.aggregator import UndocumentedRoute, fallback
 from runner.simulator.images import requested_size
 from runner.simulator.replicate_api import file_urls
 from runner.simulator.state import Prediction, Refused, Simulator
@@ -174,8 +176,8 @@ def render_result(sim: Simulator, prediction: Prediction, request: Request) -> d
             "sample": file_urls(sim, prediction, snap, base_url(request))[0],
             "seed": prediction.seed,
             "prompt": prediction.input.get("prompt"),
-            "start_time": round(sim.wall(snap.started), 6),
-            "end_time": round(sim.wall(snap.completed), 6),
+            "start_time": round(sim.provider_time(snap.started), 6),
+            "end_time": round(sim.provider_time(snap.completed), 6),
             "duration": round(snap.completed - snap.started, 6),
         }
     elif snap.phase == "moderated":
@@ -199,16 +201,19 @@ class BflApi:
 
     def routes(self) -> list[Route]:
         p = self.prefix
-        routes = [
+        if self.aggregator:
+            routes = [
+                Route(f"{p}/v1/get_result", self.get_result, methods=["GET"]),
+                UndocumentedRoute("credits", f"{p}/v1/credits", self.credits, methods=["GET"]),
+                Route(f"{p}/v1/{{model}}", self.create, methods=["POST"]),
+            ]
+            return [*routes, fallback(p, routes)]
+        return [
             Route(f"{p}/v1/get_result", self.get_result, methods=["GET"]),
             Route(f"{p}/v1/credits", self.credits, methods=["GET"]),
             Route(f"{p}/v1/{{model}}", self.create, methods=["POST"]),
+            Route("/{region}/v1/get_result", self.get_result_in_region, methods=["GET"]),
         ]
-        if not self.aggregator:
-            routes.append(
-                Route("/{region}/v1/get_result", self.get_result_in_region, methods=["GET"])
-            )
-        return routes
 
     async def _admit(self, request: Request, route: str) -> Admitted | Response:
         return await admit(request, style="bfl", auth=self.auth, route=route, bucket=None)
@@ -267,13 +272,19 @@ class BflApi:
         else:
             polling_url = f"{base_url(request)}/{config.bfl_region}/v1/get_result?id={created.id}"
         has_input_image = any(body.get(n) for n in ("image", "input_image", "control_image"))
-        answer = {
-            "id": created.id,
-            "polling_url": polling_url,
-            "cost": None if self.aggregator else config.bfl_cost,
-            "input_mp": None if self.aggregator or not has_input_image else 1.0,
-            "output_mp": None if self.aggregator else round(size[0] * size[1] / 1e6, 2),
-        }
+        answer: dict[str, Any] = {"id": created.id}
+        webhook_url = body.get("webhook_url")
+        if webhook_url:
+            # AsyncWebhookResponse: no polling_url to follow, so the client polls get_result by
+            # id; its `status` is a free string in the spec, a new task's is Pending here
+            answer.update(status="Pending", webhook_url=webhook_url)
+        else:
+            answer["polling_url"] = polling_url
+        answer.update(
+            cost=None if self.aggregator else config.bfl_cost,
+            input_mp=None if self.aggregator or not has_input_image else 1.0,
+            output_mp=None if self.aggregator else round(size[0] * size[1] / 1e6, 2),
+        )
         fault = admitted.fault
         if fault.drop_after_create:
             sim.note_dropped()
@@ -323,8 +334,13 @@ class BflApi:
         if isinstance(fault, Response):
             return fault
         sim.note_poll(via_polling_url=via_polling_url)
-        if prediction is None or fault.kind == "not_found":
-            # BFL answers an unknown id with HTTP 200, not 404
+        # BFL answers an unknown id with HTTP 200, not 404; and, sometimes, a task it has just
+        # accepted too
+        if (
+            prediction is None
+            or fault.kind == "not_found"
+            or sim.unknown_yet(prediction, sim.now())
+        ):
             return JSONResponse({"id": task_id, "status": "Task not found"})
         return JSONResponse(render_result(sim, prediction, request))
 

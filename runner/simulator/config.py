@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,22 @@ WEBHOOK_MODES = (
     "tampered",  # signed, then the body changed
     "stale",  # correctly signed, with a timestamp ten minutes old
     "replay",  # the valid request, then the very same request again
+)
+
+# Routes that DeerAPI and CometAPI do not document under `/replicate` and `/flux`; the
+# simulator's aggregator mounts answer them 404 unless `aggregator_routes` names them.
+AGGREGATOR_ROUTES = (
+    "list",  # GET /replicate/v1/predictions
+    "cancel",  # POST /replicate/v1/predictions/{id}/cancel
+    "webhook_secret",  # GET /replicate/v1/webhooks/default/secret
+    "account",  # GET /replicate/v1/account
+    "credits",  # GET /flux/v1/credits
+)
+# What an aggregator's undocumented list shows, when it serves one (`aggregator_list`).
+AGGREGATOR_LISTS = (
+    "real",  # this key's predictions, as Replicate's own list
+    "empty",  # never anything, whatever was created
+    "foreign",  # everyone else's on that aggregator (its upstream account), never this key's
 )
 
 
@@ -219,7 +236,11 @@ class FaultSpec:
 
 @dataclass
 class SimConfig:
-    """Everything that shapes the simulator's answers; every field has a realistic default."""
+    """Everything that shapes the simulator's answers; every field has a realistic default.
+
+    Every field can change while it runs (`POST /_sim/config`). Changing `clock_offset` is a
+    clock step: what happened before keeps the time the provider's clock showed then.
+    """
 
     seed: int = 0
     # None: any non-empty key is an account of its own
@@ -230,10 +251,21 @@ class SimConfig:
     duration_median: float = 2.0
     duration_sigma: float = 0.3
     list_page_size: int = 100
+    # the provider's clock minus the true one, in seconds: every time an answer shows (its
+    # `Date` header, created_at, BFL's start_time, signed URLs' expiry) and the list filters
+    # are on the provider's clock; `stats()` stays on the true one
+    clock_offset: float = 0.0
     # lifetimes, in seconds from completion
     replicate_output_ttl: float = 3600.0
     bfl_url_ttl: float = 600.0
     bfl_forget_after: float = 1800.0
+    # seconds from *creation* after which Replicate removes a finished prediction's input,
+    # output, logs and files (`data_removed`), whatever `replicate_output_ttl` says
+    replicate_data_retention: float = 3600.0
+    # BFL: for this many seconds after its create, every get_result of a task answers
+    # `Task not found`; `bfl_not_found_rate` of the tasks do so (drawn once per task)
+    bfl_not_found_after_create: float = 0.0
+    bfl_not_found_rate: float = 1.0
     # money: credits are per key; None means unlimited
     credits: float | None = None
     bfl_cost: float | None = 4.0
@@ -252,6 +284,10 @@ class SimConfig:
     unknown_models: list[str] = field(default_factory=lambda: ["acme/does-not-exist"])
     bfl_models: list[str] = field(default_factory=lambda: list(DEFAULT_BFL_MODELS))
     bfl_region: str = "eu2"
+    # the undocumented routes the aggregator mounts serve anyway (see AGGREGATOR_ROUTES), and
+    # what their list shows when "list" is one of them (see AGGREGATOR_LISTS)
+    aggregator_routes: list[str] = field(default_factory=list)
+    aggregator_list: str = "real"
     faults: dict[str, FaultSpec] = field(default_factory=dict)
     # webhooks (Replicate style): how they are sent, and how long after completion
     webhook_mode: str = "valid"
@@ -281,12 +317,18 @@ class SimConfig:
             "replicate_output_ttl",
             "bfl_url_ttl",
             "bfl_forget_after",
+            "replicate_data_retention",
+            "bfl_not_found_after_create",
             "replicate_cost",
             "rate_limit_window",
             "webhook_delay",
         ):
             if _number(name, getattr(self, name)) < 0:
                 raise ValueError(f"{name} must not be negative")
+        # any number of seconds, either way: a provider's clock may run behind the true one
+        if not math.isfinite(_number("clock_offset", self.clock_offset)):
+            raise ValueError(f"clock_offset must be a finite number, got {self.clock_offset!r}")
+        _rate("bfl_not_found_rate", self.bfl_not_found_rate)
         for name in ("seed", "max_side", "list_page_size", "bfl_max_in_flight"):
             _integer(name, getattr(self, name))
         if self.max_side < 16:
@@ -306,6 +348,17 @@ class SimConfig:
         if self.webhook_mode not in WEBHOOK_MODES:
             raise ValueError(
                 f"webhook_mode must be one of {WEBHOOK_MODES}, got {self.webhook_mode!r}"
+            )
+        _string_list("aggregator_routes", self.aggregator_routes)
+        unknown_routes = [r for r in self.aggregator_routes if r not in AGGREGATOR_ROUTES]
+        if unknown_routes:
+            raise ValueError(
+                f"aggregator_routes: unknown route(s) {', '.join(map(repr, unknown_routes))}, "
+                f"use some of {AGGREGATOR_ROUTES}"
+            )
+        if self.aggregator_list not in AGGREGATOR_LISTS:
+            raise ValueError(
+                f"aggregator_list must be one of {AGGREGATOR_LISTS}, got {self.aggregator_list!r}"
             )
         if not isinstance(self.bfl_region, str) or not self.bfl_region.isalnum():
             raise ValueError("bfl_region must be a short alphanumeric path segment")
@@ -337,7 +390,13 @@ class SimConfig:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
         # fault objects become FaultSpecs in __post_init__
         values = dict(data)
-        for name in ("api_keys", "single_output_models", "unknown_models", "bfl_models"):
+        for name in (
+            "api_keys",
+            "single_output_models",
+            "unknown_models",
+            "bfl_models",
+            "aggregator_routes",
+        ):
             if isinstance(values.get(name), tuple):
                 values[name] = list(values[name])
         if isinstance(values.get("bfl_model_max_in_flight"), dict):

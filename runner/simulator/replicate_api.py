@@ -1,6 +1,7 @@
 """The Replicate-style API: create, get, cancel and list predictions, and the account's webhook
 signing secret, at the root (Replicate itself) and under `/replicate` (DeerAPI and CometAPI,
-which copy Replicate's upstream URLs into their answers). The webhooks themselves are sent by
+which copy Replicate's upstream URLs into their answers, and serve only create and get unless
+`aggregator_routes` says otherwise: see `aggregator.py`). The webhooks themselves are sent by
 `webhooks.py`.
 """
 
@@ -34,6 +35,7 @@ from runner.simulator._http import (
     sim_of,
     stall,
 )
+from runner.simulator.aggregator import UndocumentedRoute, fallback
 from runner.simulator.images import requested_size
 from runner.simulator.state import Prediction, Refused, Simulator, Snapshot
 
@@ -233,14 +235,15 @@ def render_at(
         "id": prediction.id,
         "model": prediction.model,
         "version": prediction.version,
-        "input": prediction.input,
+        # removed with the rest: an old prediction cannot be matched by its input
+        "input": {} if removed else prediction.input,
         "logs": logs,
         "output": output,
         "data_removed": bool(removed),
         "error": error,
         "source": "api",
         "status": _PUBLIC_STATUS[snap.phase],
-        "created_at": iso(sim.wall(prediction.created)),
+        "created_at": iso(sim.provider_time(prediction.created)),
         "urls": {
             "cancel": f"{api}/cancel",
             "get": api,
@@ -250,11 +253,13 @@ def render_at(
     }
     # absent rather than null until they happen, as in Replicate's answers
     if snap.started is not None:
-        body["started_at"] = iso(sim.wall(snap.started))
+        body["started_at"] = iso(sim.provider_time(snap.started))
     if snap.completed is not None:
-        body["completed_at"] = iso(sim.wall(snap.completed))
+        body["completed_at"] = iso(sim.provider_time(snap.completed))
     if prediction.deadline is not None:
-        body["deadline"] = iso(sim.wall(prediction.deadline))
+        # set at create, as the provider's clock read then plus Cancel-After
+        shown = sim.provider_time(prediction.created) + prediction.deadline - prediction.created
+        body["deadline"] = iso(shown)
     if snap.terminal and snap.completed is not None:
         predict_time = 0.0 if snap.started is None else snap.completed - snap.started
         body["metrics"] = {
@@ -277,19 +282,30 @@ class ReplicateApi:
 
     def routes(self) -> list[Route]:
         p = self.prefix
-        return [
+        documented = [
             Route(
                 f"{p}/v1/models/{{owner}}/{{name}}/predictions",
                 self.create_for_model,
                 methods=["POST"],
             ),
             Route(f"{p}/v1/predictions", self.create_for_version, methods=["POST"]),
-            Route(f"{p}/v1/predictions", self.list_predictions, methods=["GET"]),
             Route(f"{p}/v1/predictions/{{prediction_id}}", self.get, methods=["GET"]),
-            Route(f"{p}/v1/predictions/{{prediction_id}}/cancel", self.cancel, methods=["POST"]),
-            Route(f"{p}/v1/webhooks/default/secret", self.webhook_secret, methods=["GET"]),
-            Route(f"{p}/v1/account", self.account, methods=["GET"]),
         ]
+        others = [
+            ("list", f"{p}/v1/predictions", self.list_predictions, "GET"),
+            ("cancel", f"{p}/v1/predictions/{{prediction_id}}/cancel", self.cancel, "POST"),
+            ("webhook_secret", f"{p}/v1/webhooks/default/secret", self.webhook_secret, "GET"),
+            ("account", f"{p}/v1/account", self.account, "GET"),
+        ]
+        if not self.aggregator:
+            return documented + [
+                Route(path, endpoint, methods=[method]) for _, path, endpoint, method in others
+            ]
+        routes = documented + [
+            UndocumentedRoute(name, path, endpoint, methods=[method])
+            for name, path, endpoint, method in others
+        ]
+        return [*routes, fallback(p, routes)]
 
     async def _admit(self, request: Request, route: str) -> Admitted | Response:
         bucket: Literal["create", "read"] = "create" if route == "create" else "read"
@@ -518,6 +534,9 @@ class ReplicateApi:
                     newer_than = seq
         if problems:
             return replicate_invalid(problems)
+        shows = sim.config.aggregator_list if self.aggregator else "real"
+        if shows == "empty":
+            return JSONResponse({"next": None, "previous": None, "results": []})
         page, has_newer, has_older = sim.list_page(
             self.namespace,
             admitted.key,
@@ -525,6 +544,8 @@ class ReplicateApi:
             created_before=bounds["created_before"],
             older_than=older_than,
             newer_than=newer_than,
+            # what the aggregator's own upstream account holds, its other customers' included
+            others=shows == "foreign",
         )
         here = f"{base_url(request)}{self.prefix}/v1/predictions"
         kept = {k: v for k, v in params.items() if k in ("created_after", "created_before")}

@@ -54,6 +54,8 @@ async def serve(
         lifespan="off",
         # no websockets here; loading the websocket stack only brings deprecation warnings
         ws="none",
+        # the app sets Date itself, on the provider's clock (`clock_offset`)
+        date_header=False,
         # a last resort: held `Prefer: wait` requests already end when `stopping` is set
         timeout_graceful_shutdown=2,
     )

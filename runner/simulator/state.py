@@ -5,8 +5,9 @@ drawn when it is created, and its state at any moment is computed from timestamp
 asks, so a fake clock can move time in tests. The one background task, the webhook sender in
 `webhooks.py`, asks `webhooks_due()` which events have happened; the state itself never waits.
 
-Times inside are readings of the injectable `clock`; `Simulator.wall()` turns them into epoch
-seconds for the timestamps shown in API answers, so both move together under a fake clock.
+Times inside are readings of the injectable `clock`. `Simulator.wall()` turns them into true
+epoch seconds (what `stats()` reports) and `Simulator.provider_time()` into the provider's clock
+(`clock_offset` away), which is what API answers show; both follow a fake clock.
 
 The HTTP server runs in its own thread while tests read `stats()` from theirs, so every public
 method takes the one lock.
@@ -101,6 +102,9 @@ class Prediction:
     refunded: bool = False
     # an injected fault: the outputs are gone the moment it finishes
     expired_early: bool = False
+    # BFL: until this instant every get_result of it answers `Task not found`
+    unknown_until: float | None = None
+    files_served: set[int] = field(default_factory=set)  # output indexes served whole
 
     @property
     def prompt(self) -> str:
@@ -205,6 +209,9 @@ class Simulator:
         self._clock = clock
         # anchor the clock to the epoch once, so shown timestamps follow the injected clock
         self._epoch_anchor = time.time() - clock()
+        # (from instant, offset) steps of the provider's clock: an event keeps the time its
+        # clock showed when it happened, as a real provider's records do across a clock step
+        self._offsets: list[tuple[float, float]] = [(-math.inf, self._config.clock_offset)]
         self._secret = secrets.token_bytes(32)
         self.images = ImageCache()
         self._init_state()
@@ -214,6 +221,7 @@ class Simulator:
         # separate streams: turning a fault on must not change the generation times drawn
         self._gen_rng = random.Random(f"{seed}:generation")
         self._fault_rng = random.Random(f"{seed}:faults")
+        self._unknown_rng = random.Random(f"{seed}:unknown-after-create")
         self._predictions: dict[str, Prediction] = {}
         self._by_owner: dict[tuple[str, str], list[Prediction]] = {}
         self._open: dict[str, dict[str, Prediction]] = {}
@@ -235,12 +243,19 @@ class Simulator:
     def set_config(self, config: SimConfig) -> None:
         with self._lock:
             self._config = config
+            self._step_clock()
 
     def update_config(self, partial: dict[str, Any]) -> SimConfig:
         """Lay a partial config over the current one (raises ValueError if it is invalid)."""
         with self._lock:
             self._config = self._config.merged(partial)
+            self._step_clock()
             return self._config
+
+    def _step_clock(self) -> None:
+        offset = self._config.clock_offset
+        if offset != self._offsets[-1][1]:
+            self._offsets.append((self.now(), offset))
 
     def reset(self) -> None:
         """Forget every prediction and counter; the config stays, the RNGs start over."""
@@ -251,12 +266,16 @@ class Simulator:
         return self._clock()
 
     def wall(self, instant: float) -> float:
+        """True epoch seconds of an instant."""
         return self._epoch_anchor + instant
 
-    def _shown(self, instant: float) -> float:
-        # an instant as API answers show it (whole microseconds), so that a created_at copied
-        # from an answer into a filter selects that very prediction
-        return datetime.fromtimestamp(self.wall(instant), UTC).timestamp()
+    def provider_time(self, instant: float) -> float:
+        """Epoch seconds the provider's clock showed (or will show) at an instant, in whole
+        microseconds as answers show them, so that a created_at copied from an answer into a
+        list filter selects that very prediction."""
+        with self._lock:
+            offset = next(o for since, o in reversed(self._offsets) if since <= instant)
+        return datetime.fromtimestamp(self.wall(instant) + offset, UTC).timestamp()
 
     # -- accounts and limits --------------------------------------------------------------
 
@@ -390,6 +409,12 @@ class Simulator:
             duration = config.duration_median * math.exp(config.duration_sigma * rng.gauss())
             outcome_draw = rng.random()
             drawn_seed = rng.randrange(2**31)
+            unknown_until = None
+            if style == "bfl":
+                # a stream of its own, drawn for every BFL task: the other draws never shift
+                window = config.bfl_not_found_after_create
+                if self._unknown_rng.random() < config.bfl_not_found_rate and window > 0:
+                    unknown_until = now + window
 
             outcome: Outcome = "succeeded"
             expired_early = False
@@ -444,6 +469,7 @@ class Simulator:
                 webhook=webhook,
                 webhook_events_filter=webhook_events_filter,
                 expired_early=expired_early,
+                unknown_until=unknown_until,
             )
             self._predictions[prediction.id] = prediction
             self._by_owner.setdefault((namespace, key), []).append(prediction)
@@ -531,27 +557,40 @@ class Simulator:
             return snap
 
     def data_removed(self, prediction: Prediction, snap: Snapshot, now: float) -> bool:
-        """Replicate deletes an API prediction's outputs a while after it finished."""
+        """Replicate deletes a finished API prediction's data (input, output, logs, files)
+        `replicate_data_retention` after its create, or `replicate_output_ttl` after it
+        finished, whichever comes first."""
         if snap.completed is None:
             return False
-        return prediction.expired_early or now >= snap.completed + self._config.replicate_output_ttl
+        config = self._config
+        return (
+            prediction.expired_early
+            or now >= snap.completed + config.replicate_output_ttl
+            or now >= prediction.created + config.replicate_data_retention
+        )
+
+    def unknown_yet(self, prediction: Prediction, now: float) -> bool:
+        """BFL's `Task not found` for a task polled too soon after its create."""
+        return prediction.unknown_until is not None and now < prediction.unknown_until
 
     def forgotten(self, snap: Snapshot, now: float) -> bool:
         """BFL stops knowing a finished task a while after it finished."""
         return snap.completed is not None and now >= snap.completed + self._config.bfl_forget_after
 
     def file_expiry(self, prediction: Prediction, snap: Snapshot) -> int:
-        """Epoch second after which the output files stop being served."""
+        """Epoch second, on the provider's clock, after which the output files stop being
+        served (BFL; Replicate's files last as long as the prediction's data)."""
         assert snap.completed is not None
+        completed = self.provider_time(snap.completed)
         if prediction.expired_early:
             # signed to expire a second before it finished: no download can succeed
-            return math.floor(self.wall(snap.completed)) - 1
+            return math.floor(completed) - 1
         ttl = (
             self._config.replicate_output_ttl
             if prediction.style == "replicate"
             else self._config.bfl_url_ttl
         )
-        return math.ceil(self.wall(snap.completed) + ttl)
+        return math.ceil(completed + ttl)
 
     def list_page(
         self,
@@ -563,20 +602,34 @@ class Simulator:
         older_than: int | None = None,
         newer_than: int | None = None,
         page_size: int | None = None,
+        others: bool = False,
     ) -> tuple[list[Prediction], bool, bool]:
         """One page, newest first, plus whether newer and older predictions exist.
 
         Cursors are creation sequence numbers (`older_than`, `newer_than`), so a page stays
         stable while new predictions arrive. `created_after` is inclusive, `created_before`
-        exclusive, both in epoch seconds.
+        exclusive, both in epoch seconds on the provider's clock. `others`: every other key's
+        predictions on that surface instead of this key's.
         """
         with self._lock:
             size = page_size or self._config.list_page_size
+            if others:
+                owned = sorted(
+                    (
+                        p
+                        for (space, owner), ps in self._by_owner.items()
+                        if space == namespace and owner != key
+                        for p in ps
+                    ),
+                    key=lambda p: p.seq,
+                )
+            else:
+                owned = self._by_owner.get((namespace, key), [])
             matching = [
                 p
-                for p in self._by_owner.get((namespace, key), [])
-                if (created_after is None or self._shown(p.created) >= created_after)
-                and (created_before is None or self._shown(p.created) < created_before)
+                for p in owned
+                if (created_after is None or self.provider_time(p.created) >= created_after)
+                and (created_before is None or self.provider_time(p.created) < created_before)
             ]
             if older_than is not None:
                 page = [p for p in matching if p.seq < older_than][-size:]
@@ -686,6 +739,11 @@ class Simulator:
         with self._lock:
             self._counters.files[path] = hashlib.sha256(body).hexdigest()
 
+    def note_served(self, prediction: Prediction, index: int) -> None:
+        """One of its output files went out whole, with 200."""
+        with self._lock:
+            prediction.files_served.add(index)
+
     def note_status(self, status: int) -> None:
         with self._lock:
             counts = self._counters.status_codes
@@ -730,6 +788,13 @@ class Simulator:
                         "deadline": (
                             None if prediction.deadline is None else self.wall(prediction.deadline)
                         ),
+                        # as sent, even once the provider removed it from its answers
+                        "input": copy.deepcopy(prediction.input),
+                        # which account, without the key itself in a report or a log
+                        "key_hash": hashlib.sha256(prediction.key.encode()).hexdigest()[:12],
+                        "num_outputs": prediction.num_outputs,
+                        "files_served": len(prediction.files_served),
+                        "billed": not prediction.refunded,
                     }
                 )
             return {
@@ -754,5 +819,7 @@ class Simulator:
                 "webhooks_sent": counters.webhooks_sent,
                 "webhook_answers": dict(counters.webhook_answers),
                 "credits_spent": {key: round(v, 6) for key, v in self._spent.items()},
+                # the times above are on the true clock; answers show them this much later
+                "clock_offset": self._config.clock_offset,
                 "generations": generations,
             }

@@ -47,7 +47,7 @@ def signed_headers(
     sim: Simulator, prediction: Prediction, msg_id: str, body: bytes, mode: str
 ) -> tuple[dict[str, str], bytes]:
     """The headers of one attempt (and the body as sent), spoiled as `mode` says."""
-    timestamp = int(sim.wall(sim.now()))
+    timestamp = int(sim.provider_time(sim.now()))  # the sender's clock, skewed or not
     if mode == "stale":
         timestamp -= STALE_BY
     secret = sim.webhook_secret(prediction.key)
