@@ -15,8 +15,9 @@ The rules, each of which a listing alone cannot make safe:
 - While another job with that input is still being created, its prediction may be listed
   without being held yet: wait until that create has its answer.
 - More free predictions than jobs competing for them, a prediction older than the job's own
-  attempt, or a prediction whose input the provider removed: it cannot be told which is the
-  job's. The job goes `uncertain`, with the candidates named, and is never resent blindly.
+  attempt, or a prediction made since that attempt whose input the provider removed: it
+  cannot be told which is the job's. The job goes `uncertain`, with the candidates named,
+  and is never resent blindly.
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ def decide(
         return wait
     if listing.unknowable:
         return Unknowable(listing.unknowable)
-    removed = [r for r in listing.removed if r not in held]
+    # one of them may be this job's only if made since its own attempt
+    removed = [
+        r
+        for r in listing.removed
+        if r.submission.handle.remote_id not in held and r.created_at >= own_start
+    ]
     if removed:
         return Unknowable(
             f"the provider already removed the input of prediction(s) {_ids(removed)}, made "

@@ -65,15 +65,15 @@ class Listing:
     """What the provider's list shows of the predictions made since a create attempt.
 
     `candidates`: those with the model and input asked for, oldest first, from `window_start`
-    (on the provider's clock) to now. `removed`: the ids of predictions of that model in the
-    window whose input the provider has already removed (Replicate's `data_removed`): any of
-    them may be the one asked about. `unknowable`: why the list cannot tell at all (the window
+    (on the provider's clock) to now. `removed`: the predictions of that model in the window
+    whose input the provider has already removed (Replicate's `data_removed`): any of them may
+    be the one asked about. `unknowable`: why the list cannot tell at all (the window
     reaches past the provider's retention, too many pages); then "no candidate" means nothing.
     """
 
     window_start: float
     candidates: tuple[Candidate, ...] = ()
-    removed: tuple[str, ...] = ()
+    removed: tuple[Candidate, ...] = ()
     unknowable: str | None = None
 
 

@@ -222,7 +222,7 @@ class ReplicateProvider:
         params: dict[str, str] | None = None
         start: float | None = None
         found: list[Candidate] = []
-        removed: list[str] = []
+        removed: list[Candidate] = []
         for _ in range(MAX_LIST_PAGES):
             _, page = await request_json(self.client, "GET", url, "list", params=params)
             if start is None:  # the first page's Date header has just set the clock
@@ -236,17 +236,16 @@ class ReplicateProvider:
                     return Listing(start, unknowable=why)
             for item, created in _listed(page):
                 if created < start:  # older than the window: everything newer was seen
-                    return Listing(start, tuple(reversed(found)), tuple(removed))
+                    return Listing(start, tuple(reversed(found)), tuple(reversed(removed)))
                 if not _same_model(item, model):
                     continue
-                if item.get("data_removed") or (input and not item.get("input")):
-                    removed.append(item["id"])
-                elif item.get("input") == input:
+                removed_data = item.get("data_removed") or (input and not item.get("input"))
+                if removed_data or item.get("input") == input:
                     submission = Submission(Handle(item["id"]), parse_prediction(item))
-                    found.append(Candidate(submission, created))
+                    (removed if removed_data else found).append(Candidate(submission, created))
             next_params = _next_params(page.get("next"))
             if next_params is None:
-                return Listing(start, tuple(reversed(found)), tuple(removed))
+                return Listing(start, tuple(reversed(found)), tuple(reversed(removed)))
             params = next_params
         assert start is not None
         why = f"more than {MAX_LIST_PAGES} pages of predictions were made since the attempt"

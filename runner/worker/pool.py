@@ -713,10 +713,10 @@ class Worker:
                 # The provider echoes what it was sent: compare with the same bytes.
                 body = await _provider_body(job, runtime.settings)
                 listing = await provider.list_matching(job.model, body, since=since)
-                ids = [c.submission.handle.remote_id for c in listing.candidates]
-                attempts, held = await self._db_call(
-                    self.store.reconcile_view, job, account, [*ids, *listing.removed]
-                )
+                ids = [
+                    c.submission.handle.remote_id for c in (*listing.candidates, *listing.removed)
+                ]
+                attempts, held = await self._db_call(self.store.reconcile_view, job, account, ids)
                 own_start = listing.window_start + (job.submitted_at or since) - since
                 verdict = reconcile.decide(job.id, attempts, listing, held, own_start=own_start)
         except FileChangedError as error:

@@ -1,8 +1,8 @@
 """Chaos: SIGKILL the runner at random moments of a large campaign, restart it each time, then
 check every promise it makes about a crash, against a provider that behaves like the real ones:
 its clock five minutes off ours, one create answer in eight lost after the prediction was made
-(cut off halfway, the connection reset, a 502), and unseeded variants that send one input
-three times.
+(cut off halfway, the connection reset, a 502), BFL answering `Task not found` for a second
+after some creates, and unseeded variants that send one input three times.
 
 The simulator runs in a process of its own, so its counters (creates per input, the sha256 of
 every file served) survive the runner being killed. The runner is the real CLI,
@@ -68,6 +68,9 @@ SIM_CONFIG: dict[str, Any] = {
     "replicate_create_limit": None,
     "replicate_read_limit": None,
     "clock_offset": -300.0,
+    # BFL answers `Task not found` for a while after some creates
+    "bfl_not_found_after_create": 1.0,
+    "bfl_not_found_rate": 0.3,
     "faults": {
         "create": {
             "slow_rate": 0.3,

@@ -697,10 +697,19 @@ def test_a_thousand_jobs_with_every_fault_at_low_rates(tmp_path: Path) -> None:
     assert len(run.jobs) == MIXED_JOBS
     assert all(j.state in SETTLED for j in run.jobs), by_state
     generations = {g["id"]: g for g in stats["generations"]}
+    held = {j.remote_id for j in run.jobs}
+    # A lost create's prediction whose data was removed (the expire fault) cannot be
+    # recognised: every job whose lost create it might be is uncertain, never resent.
+    unrecognisable = {
+        g["id"] for g in stats["generations"] if g["id"] not in held and g["expired_early"]
+    }
     wrong = []
     for job in run.jobs:
         generation = generations.get(job.remote_id or "")
-        if generation is None:
+        named = [rid for rid in unrecognisable if rid in (job.error or "")]
+        if generation is None and named and job.state is State.UNCERTAIN:
+            expected = "uncertain"
+        elif generation is None:
             expected = "done"
         elif generation["expired_early"]:
             expected = "expired"
@@ -712,7 +721,9 @@ def test_a_thousand_jobs_with_every_fault_at_low_rates(tmp_path: Path) -> None:
             assert job.error, job.key
     assert not wrong, wrong[:10]
     assert max(stats["creates_by_input"].values()) == 1, "an input was created twice"
-    assert sum(stats["creates_by_input"].values()) == MIXED_JOBS
+    # every job's input created once, but for the uncertain ones whose create never happened
+    never = [j for j in run.jobs if j.state is State.UNCERTAIN and run.creates(j) == 0]
+    assert sum(stats["creates_by_input"].values()) == MIXED_JOBS - len(never)
     files = check_files(run)
     faults = dict(sorted(stats["faults"].items()))
     print(

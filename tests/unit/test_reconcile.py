@@ -16,7 +16,7 @@ def candidate(remote_id: str, created_at: float) -> Candidate:
     return Candidate(Submission(Handle(remote_id), status), created_at)
 
 
-def listing(*candidates: Candidate, removed: tuple[str, ...] = ()) -> Listing:
+def listing(*candidates: Candidate, removed: tuple[Candidate, ...] = ()) -> Listing:
     return Listing(START, tuple(candidates), removed)
 
 
@@ -97,14 +97,16 @@ def test_another_create_with_the_same_input_in_the_air_makes_it_wait() -> None:
     assert waiting(2, attempts) is None
 
 
-def test_a_removed_prediction_in_the_window_means_it_cannot_be_told() -> None:
-    verdict = decide(1, [Attempt(1, 10.0)], listing(removed=("p-gone",)), set(), own_start=START)
+def test_a_removed_prediction_since_the_attempt_means_it_cannot_be_told() -> None:
+    gone = (candidate("p-gone", START + 130),)
+    verdict = decide(1, [Attempt(1, 10.0)], listing(removed=gone), set(), own_start=START)
     assert isinstance(verdict, Unknowable) and "p-gone" in verdict.reason
     # ... unless a job holds it: then it is not this one's
-    assert isinstance(
-        decide(1, [Attempt(1, 10.0)], listing(removed=("p-gone",)), {"p-gone"}, own_start=START),
-        Missing,
-    )
+    held = decide(1, [Attempt(1, 10.0)], listing(removed=gone), {"p-gone"}, own_start=START)
+    assert isinstance(held, Missing)
+    # ... or it was made before this job's own attempt (a sibling's window reached it)
+    early = decide(1, [Attempt(1, 10.0)], listing(removed=gone), set(), own_start=START + 200)
+    assert isinstance(early, Missing)
 
 
 def test_a_listing_that_cannot_tell_is_unknowable_whatever_it_holds() -> None:
