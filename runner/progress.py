@@ -4,13 +4,15 @@ On a terminal (rich): per campaign the jobs per state, images per minute, time l
 the latest problems, redrawn every second (less often when counting a big campaign takes a
 while). Not a terminal (cron, a pipe): one plain log line per campaign a minute; the worker
 logs the changes worth knowing (a halt, the end) itself.
-Both read the same `runner.overview` figures the `status` command shows.
+Both read the same `runner.overview` figures the `status` command shows. While the worker
+stops, both say so: why, how many created jobs it still waits for, until when at most.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -21,6 +23,7 @@ from rich.text import Text
 
 from runner.overview import CampaignOverview, Overview, format_counts, format_seconds, overview
 from runner.states import State
+from runner.stopping import Stop, notice, waiting_for
 from runner.store import Store
 
 log = logging.getLogger("runner")
@@ -28,14 +31,33 @@ log = logging.getLogger("runner")
 IN_FLIGHT_STATES = (State.SUBMITTING, State.RUNNING, State.RECONCILING)
 PROBLEM_STATES = (State.FAILED, State.MODERATED, State.EXPIRED, State.UNCERTAIN)
 SNAPSHOT_SHARE = 20  # the live table waits at least this many times as long as reading it took
+StopSource = Callable[[], Stop | None]  # the worker's stop, once one was asked for
 
 
 def _count(c: CampaignOverview, states: tuple[State, ...]) -> int:
     return sum(c.states.get(s.value, 0) for s in states)
 
 
-def render(view: Overview, problems: list[dict[str, Any]]) -> RenderableType:
-    """The live display: a table of campaigns, then the latest problems (pure)."""
+def _no_stop() -> Stop | None:
+    return None
+
+
+def stop_line(view: Overview, stop: Stop | None, now: float) -> str | None:
+    """What a stopping worker waits for, counted from the campaigns' jobs (pure)."""
+    if stop is None:
+        return None
+    counts = {c.name: c.states for c in view.campaigns}
+    return notice(stop, waiting_for(counts, list(counts)), now)
+
+
+def render(
+    view: Overview,
+    problems: list[dict[str, Any]],
+    stop: Stop | None = None,
+    now: float | None = None,
+) -> RenderableType:
+    """The live display: a table of campaigns, whether the worker is stopping, then the latest
+    problems (pure but for the clock, when `now` is not given)."""
     table = Table(expand=False, header_style="bold")
     for column in ("campaign", "done", "queued", "in flight", "saving", "problems"):
         table.add_column(column, justify="left" if column == "campaign" else "right")
@@ -55,6 +77,9 @@ def render(view: Overview, problems: list[dict[str, Any]]) -> RenderableType:
             "-" if c.cost is None else f"{c.cost:.2f}",
         )
     parts: list[RenderableType] = [table]
+    line = stop_line(view, stop, time.time() if now is None else now)
+    if line is not None:
+        parts.append(Text(line, style="bold yellow"))
     for c in view.campaigns:
         if c.halted:
             parts.append(Text(f"{c.name} stopped: {c.halted}", style="bold red"))
@@ -77,14 +102,16 @@ def redraw_after(every: float, took: float) -> float:
     return max(every, SNAPSHOT_SHARE * took)
 
 
-async def live(store: Store, names: list[str], every: float = 1.0) -> None:
+async def live(
+    store: Store, names: list[str], every: float = 1.0, stop: StopSource = _no_stop
+) -> None:
     """Redraw the table every `every` seconds until cancelled (then draw it once more).
 
     The counts read every job of the campaigns (0.13 s with 1,000,000 jobs): the table is then
     redrawn less often, so that reading it never takes more than a twentieth of the time."""
     console = Console(stderr=True)
     view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-    with Live(render(view, problems), console=console, auto_refresh=False) as display:
+    with Live(render(view, problems, stop()), console=console, auto_refresh=False) as display:
         try:
             took = 0.0
             while True:
@@ -92,15 +119,18 @@ async def live(store: Store, names: list[str], every: float = 1.0) -> None:
                 started = time.monotonic()
                 view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
                 took = time.monotonic() - started
-                display.update(render(view, problems), refresh=True)
+                display.update(render(view, problems, stop()), refresh=True)
         finally:
             with anyio.CancelScope(shield=True):
                 view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-                display.update(render(view, problems), refresh=True)
+                display.update(render(view, problems, stop()), refresh=True)
 
 
-async def log_lines(store: Store, names: list[str], every: float = 60.0) -> None:
-    """A plain line per campaign every `every` seconds, for logs."""
+async def log_lines(
+    store: Store, names: list[str], every: float = 60.0, stop: StopSource = _no_stop
+) -> None:
+    """A plain line per campaign every `every` seconds, for logs; and while the worker stops,
+    a line more saying what it still waits for (the worker says when the stop begins)."""
     while True:
         await anyio.sleep(every)
         view, _ = await anyio.to_thread.run_sync(_snapshot, store, names)
@@ -109,3 +139,6 @@ async def log_lines(store: Store, names: list[str], every: float = 60.0) -> None
             eta = c.eta_seconds
             left = f", about {format_seconds(eta)} left" if eta else ""
             log.info("%s: %s%s%s", c.name, format_counts(c.states), rate, left)
+        line = stop_line(view, stop(), time.time())
+        if line is not None:
+            log.warning("%s", line)

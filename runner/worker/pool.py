@@ -6,9 +6,12 @@ sizes, so the number of tasks never grows with the queue). Decisions come from `
 this module only sequences I/O: persist, call, persist. It never branches on the provider: the
 adapter behind the `Provider` protocol decides.
 
-Stopping: `request_stop()` (first Ctrl-C) stops claiming and lets jobs in hand finish; cancelling
-the task group (second Ctrl-C) interrupts them, and each job's shielded cleanup still leaves the
-database consistent (an interrupted create is to be reconciled, never taken as unsent).
+Stopping (`runner.stopping`): `request_stop(stop)` (`--max-runtime`, a first Ctrl-C) stops
+claiming queued work at once; during the stop's grace the worker still claims, polls and
+downloads every created job of its campaigns, and exits when none is left or the grace ends.
+Cancelling the task group (the grace ending, a second Ctrl-C) interrupts the jobs in hand, and
+each job's shielded cleanup still leaves the database consistent (an interrupted create is to be
+reconciled, never taken as unsent).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.report.provenance import after_download
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
+from runner.stopping import Next, Stop, after_stop, expired_warning, notice, waiting_for
 from runner.store import Store
 from runner.worker.batch import GroupCommit
 from runner.worker.download import (
@@ -132,6 +136,7 @@ class RunReport:
     downloaded: int = 0
     halted: dict[str, str] = field(default_factory=dict)
     stopped_early: bool = False
+    stopped_by: str | None = None  # why a stop was asked for: a signal, or the max runtime
 
 
 def make_owner() -> str:
@@ -192,6 +197,7 @@ class Worker:
         }
         self.report = RunReport()
         self.in_hand = {"submit": 0, "poll": 0, "download": 0}
+        self.stop: Stop | None = None  # once a stop was asked for
         self._stop = anyio.Event()
         self._wake = anyio.Event()
         self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
@@ -232,8 +238,12 @@ class Worker:
             self.wake()
         return hinted
 
-    def request_stop(self) -> None:
-        """Stop claiming; jobs in hand finish. Idempotent."""
+    def request_stop(self, stop: Stop | None = None) -> None:
+        """Stop claiming queued work; follow what was created as `stop` says (by default only
+        the jobs in hand finish). The first stop asked for is the one kept."""
+        if self.stop is None:
+            self.stop = stop or Stop("asked", self.clock(), grace=0.0)
+            self.report.stopped_by = self.stop.reason
         self._stop.set()
         self._wake.set()
 
@@ -298,26 +308,51 @@ class Worker:
 
     async def _schedule(self, tg: anyio.abc.TaskGroup, names: list[str]) -> None:
         last_sweep = 0.0
+        noted: Stop | None = None
         while True:
             now = self.clock()
             follow = [n for n in names if self.campaigns[n].follows]
             due: dict[State, float] = {}
             waiting: set[State] = set()
-            if self.stopping:
-                if sum(self.in_hand.values()) == 0:
-                    self.report.stopped_early = True
-                    return
-            else:
+            stop = self.stop
+            if stop is not None and noted is None:
+                noted = stop
+                last_sweep = 0.0  # a dead worker's creates are to be reconciled: sweep now
+                await self._stopping(stop, follow)
+            claims = CLAIMABLE if stop is None else stop.claims
+            if claims:
                 if now - last_sweep >= self.options.sweep_every:
                     await self._db_call(self.store.mark_orphaned_submits, now)
                     last_sweep = now
                 if follow:
-                    due = await self._db_call(self.store.due_by_state, follow, CLAIMABLE, now)
+                    due = await self._db_call(self.store.due_by_state, follow, claims, now)
                     waiting = await self._claim_and_start(tg, follow, now, due)
-                idle = sum(self.in_hand.values()) == 0
-                if idle and await self._finished(names):
+            in_hand = sum(self.in_hand.values())
+            if stop is not None:
+                # `due` holds every created job no live lease holds, due now or later.
+                step = after_stop(stop, self.clock(), in_hand=in_hand, unsettled=bool(due))
+                if step is not Next.WAIT:
+                    self.report.stopped_early = True
+                    if step is Next.OUT_OF_TIME:
+                        await self._out_of_time(stop, follow)
                     return
+            elif in_hand == 0 and await self._finished(names):
+                return
             await self._sleep(due, waiting)
+
+    async def _stopping(self, stop: Stop, names: list[str]) -> None:
+        """Say that this worker stops, why, what for and until when: in the log, and in the
+        database for `runner status` (which counts what is left from the jobs themselves)."""
+        with anyio.CancelScope(shield=True):
+            await self._db_call(self.store.set_worker_stopping, self.owner, stop.to_json())
+            counts = await self._db_call(self.store.counts)
+        log.warning("%s", notice(stop, waiting_for(counts, names), self.clock()))
+
+    async def _out_of_time(self, stop: Stop, names: list[str]) -> None:
+        counts = await self._db_call(self.store.counts)
+        left = waiting_for(counts, names)
+        if left:
+            log.warning("%s", expired_warning(stop, left))
 
     async def _finished(self, names: list[str]) -> bool:
         return await self._db_call(self._nothing_left, names)
@@ -532,6 +567,9 @@ class Worker:
             rate.sending(self.clock())
 
         try:
+            if self.stopping:  # claimed just before a stop: nothing was sent, nothing is paid
+                await self._release(job)
+                return
             await self._create(job, sending)
         finally:
             if not sent:
