@@ -201,8 +201,6 @@ class Stops:
         if self.asked is None:
             self.asked = Stop(reason, time.time(), self.grace)
             self._asked.set()
-            if self._worker is None:  # between rounds: nothing is in hand, nothing to wait for
-                log.warning("stopping (%s): nothing in flight", reason)
         if self._worker is not None:
             self._worker.request_stop(self.asked)
 
@@ -226,9 +224,12 @@ class Stops:
             self._worker = self._scope = None
 
     async def pause(self, seconds: float) -> bool:
-        """Wait between two rounds of work; whether a stop was asked for (before or meanwhile)."""
+        """Wait between two rounds of work; whether a stop was asked for (before or meanwhile).
+        Nothing is in hand then, and nothing created is left: such a stop is immediate."""
         with anyio.move_on_after(seconds):
             await self._asked.wait()
+        if self.asked is not None:
+            log.warning("stopping (%s): nothing in flight", self.asked.reason)
         return self._asked.is_set()
 
 

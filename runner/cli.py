@@ -426,7 +426,9 @@ def status(campaign: str | None, db: str | None, as_json: bool) -> None:
     """Per campaign: jobs per state, cost, recent rate and time left; and the live workers.
 
     --json prints {"campaigns": {NAME: {total, done, states, halted, cost, rate_per_minute,
-    eta_seconds}}, "workers": [{id, host, pid, campaigns, started_at, last_seen_at}]}.
+    eta_seconds}}, "workers": [{id, host, pid, campaigns, started_at, last_seen_at,
+    stopping}]}; `stopping` is null, or {reason, since, until, grace, waiting} while the worker
+    stops.
     """
     from runner import overview
 

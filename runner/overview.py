@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.states import SETTLED, State
-from runner.stopping import Stop, notice, waiting_for
+from runner.stopping import CREATED, Stop, notice
 from runner.store import Store
 from runner.store.store import WorkerInfo
 
@@ -53,7 +53,7 @@ class CampaignOverview:
 class Overview:
     campaigns: list[CampaignOverview]
     workers: list[WorkerInfo] = field(default_factory=list)
-    # per stopping worker (by id): the created jobs of its campaigns not saved yet
+    # per stopping worker (by id): the jobs of its campaigns created by the stop, not saved yet
     waiting: dict[str, int] = field(default_factory=dict)
 
 
@@ -74,10 +74,11 @@ def overview(store: Store, campaign: str | None = None, now: float | None = None
     ]
     names = {c.name for c in campaigns}
     workers = [w for w in store.workers() if campaign is None or set(w.campaigns) & names]
-    waiting: dict[str, int] = {}
-    if any(w.stopping for w in workers):
-        every = counts if campaign is None else store.counts()  # its other campaigns too
-        waiting = {w.id: waiting_for(every, w.campaigns) for w in workers if w.stopping}
+    waiting = {
+        w.id: store.count_created_by(w.campaigns, CREATED, Stop.from_json(w.stopping).since)
+        for w in workers
+        if w.stopping
+    }
     return Overview(campaigns, workers, waiting)
 
 

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from runner.overview import CampaignOverview, Overview, format_counts, format_seconds, overview
 from runner.states import State
-from runner.stopping import Stop, notice, waiting_for
+from runner.stopping import CREATED, Stop, notice
 from runner.store import Store
 
 log = logging.getLogger("runner")
@@ -42,22 +42,11 @@ def _no_stop() -> Stop | None:
     return None
 
 
-def stop_line(view: Overview, stop: Stop | None, now: float) -> str | None:
-    """What a stopping worker waits for, counted from the campaigns' jobs (pure)."""
-    if stop is None:
-        return None
-    counts = {c.name: c.states for c in view.campaigns}
-    return notice(stop, waiting_for(counts, list(counts)), now)
-
-
 def render(
-    view: Overview,
-    problems: list[dict[str, Any]],
-    stop: Stop | None = None,
-    now: float | None = None,
+    view: Overview, problems: list[dict[str, Any]], stopping: str | None = None
 ) -> RenderableType:
-    """The live display: a table of campaigns, whether the worker is stopping, then the latest
-    problems (pure but for the clock, when `now` is not given)."""
+    """The live display: a table of campaigns, the `stopping` line when the worker stops, then
+    the latest problems (pure)."""
     table = Table(expand=False, header_style="bold")
     for column in ("campaign", "done", "queued", "in flight", "saving", "problems"):
         table.add_column(column, justify="left" if column == "campaign" else "right")
@@ -77,9 +66,8 @@ def render(
             "-" if c.cost is None else f"{c.cost:.2f}",
         )
     parts: list[RenderableType] = [table]
-    line = stop_line(view, stop, time.time() if now is None else now)
-    if line is not None:
-        parts.append(Text(line, style="bold yellow"))
+    if stopping is not None:
+        parts.append(Text(stopping, style="bold yellow"))
     for c in view.campaigns:
         if c.halted:
             parts.append(Text(f"{c.name} stopped: {c.halted}", style="bold red"))
@@ -97,6 +85,19 @@ def _snapshot(store: Store, names: list[str]) -> tuple[Overview, list[dict[str, 
     return view, store.recent_problems(names, PROBLEM_STATES, limit=3)
 
 
+def _stopping(store: Store, names: list[str], stop: Stop | None) -> str | None:
+    """What a stopping worker waits for, counted from the jobs, and until when."""
+    if stop is None:
+        return None
+    return notice(stop, store.count_created_by(names, CREATED, stop.since), time.time())
+
+
+def _read(
+    store: Store, names: list[str], stop: Stop | None
+) -> tuple[Overview, list[dict[str, Any]], str | None]:
+    return (*_snapshot(store, names), _stopping(store, names, stop))
+
+
 def redraw_after(every: float, took: float) -> float:
     """Seconds until the live table is read again, when reading it last took `took`."""
     return max(every, SNAPSHOT_SHARE * took)
@@ -110,20 +111,20 @@ async def live(
     The counts read every job of the campaigns (0.13 s with 1,000,000 jobs): the table is then
     redrawn less often, so that reading it never takes more than a twentieth of the time."""
     console = Console(stderr=True)
-    view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-    with Live(render(view, problems, stop()), console=console, auto_refresh=False) as display:
+    figures = await anyio.to_thread.run_sync(_read, store, names, stop())
+    with Live(render(*figures), console=console, auto_refresh=False) as display:
         try:
             took = 0.0
             while True:
                 await anyio.sleep(redraw_after(every, took))
                 started = time.monotonic()
-                view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
+                figures = await anyio.to_thread.run_sync(_read, store, names, stop())
                 took = time.monotonic() - started
-                display.update(render(view, problems, stop()), refresh=True)
+                display.update(render(*figures), refresh=True)
         finally:
             with anyio.CancelScope(shield=True):
-                view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-                display.update(render(view, problems, stop()), refresh=True)
+                figures = await anyio.to_thread.run_sync(_read, store, names, stop())
+                display.update(render(*figures), refresh=True)
 
 
 async def log_lines(
@@ -133,12 +134,11 @@ async def log_lines(
     a line more saying what it still waits for (the worker says when the stop begins)."""
     while True:
         await anyio.sleep(every)
-        view, _ = await anyio.to_thread.run_sync(_snapshot, store, names)
+        view, _, stopping = await anyio.to_thread.run_sync(_read, store, names, stop())
         for c in view.campaigns:
             rate = f", {c.rate_per_minute:.1f}/min" if c.rate_per_minute else ""
             eta = c.eta_seconds
             left = f", about {format_seconds(eta)} left" if eta else ""
             log.info("%s: %s%s%s", c.name, format_counts(c.states), rate, left)
-        line = stop_line(view, stop(), time.time())
-        if line is not None:
-            log.warning("%s", line)
+        if stopping is not None:
+            log.warning("%s", stopping)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,12 @@ __all__ = [
     "after_stop",
     "expired_warning",
     "notice",
-    "waiting_for",
 ]
 
 DEFAULT_GRACE = 15 * 60.0  # seconds: a BFL result is ready within minutes, then gone in ~10
 IN_HAND_GRACE = 30.0  # seconds jobs in hand get to finish when there is no grace
 # Jobs whose prediction was (or may have been) created and is not saved yet: the money is spent.
+# Those created by the stop (`Store.count_created_by`) are what it waits for.
 CREATED = (State.SUBMITTING, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
 # What a stopping worker still claims: all but SUBMITTING, which only a create in hand is in (or
 # a dead worker's, which the sweep turns into RECONCILING first). A reconcile that finds the
@@ -97,19 +97,14 @@ class Next(enum.Enum):
 
 
 def after_stop(stop: Stop, now: float, *, in_hand: int, unsettled: bool) -> Next:
-    """What a stopping worker does next, given the jobs it has in hand and whether any created
-    job of its campaigns that no other worker holds is still unsettled (`unsettled`)."""
+    """What a stopping worker does next, given the jobs it has in hand and whether any job of
+    its campaigns that was created by the stop is still unsettled (`unsettled`, whoever holds
+    it: jobs created after the stop are left to the workers that created them)."""
     if in_hand == 0 and not (stop.follows and unsettled):
         return Next.DONE
     if now >= stop.until:
         return Next.OUT_OF_TIME
     return Next.WAIT
-
-
-def waiting_for(counts: Mapping[str, Mapping[str, int]], names: Iterable[str]) -> int:
-    """Created jobs not saved yet among the campaigns `names`, from per-campaign state counts
-    (`Store.counts()`): what a stopping worker waits for."""
-    return sum(counts.get(name, {}).get(state.value, 0) for name in names for state in CREATED)
 
 
 def _clock_time(at: float, now: float) -> str:

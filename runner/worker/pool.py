@@ -43,7 +43,7 @@ from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.report.provenance import after_download
 from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
-from runner.stopping import Next, Stop, after_stop, expired_warning, notice, waiting_for
+from runner.stopping import CREATED, Next, Stop, after_stop, expired_warning, notice
 from runner.store import Store
 from runner.worker.batch import GroupCommit
 from runner.worker.download import (
@@ -199,6 +199,9 @@ class Worker:
         self.in_hand = {"submit": 0, "poll": 0, "download": 0}
         self.stop: Stop | None = None  # once a stop was asked for
         self._stop = anyio.Event()
+        # What a stop waits for: jobs created by then, or by the last create that was in hand
+        # when it came (a create already under way when the stop came is followed too).
+        self._created_by = float("-inf")
         self._wake = anyio.Event()
         self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
         self._writes = GroupCommit(partial(self._db_call, self.store.apply_many, owner=self.owner))
@@ -329,8 +332,10 @@ class Worker:
                     waiting = await self._claim_and_start(tg, follow, now, due)
             in_hand = sum(self.in_hand.values())
             if stop is not None:
-                # `due` holds every created job no live lease holds, due now or later.
-                step = after_stop(stop, self.clock(), in_hand=in_hand, unsettled=bool(due))
+                unsettled = False
+                if stop.follows and in_hand == 0:  # with jobs in hand it waits anyway
+                    unsettled = await self._left_to_save(stop, follow) > 0
+                step = after_stop(stop, self.clock(), in_hand=in_hand, unsettled=unsettled)
                 if step is not Next.WAIT:
                     self.report.stopped_early = True
                     if step is Next.OUT_OF_TIME:
@@ -340,17 +345,21 @@ class Worker:
                 return
             await self._sleep(due, waiting)
 
+    async def _left_to_save(self, stop: Stop, names: list[str]) -> int:
+        """Created jobs of `names` a stop still waits for (in hand or not, whoever holds them)."""
+        created_by = max(stop.since, self._created_by)
+        return await self._db_call(self.store.count_created_by, names, CREATED, created_by)
+
     async def _stopping(self, stop: Stop, names: list[str]) -> None:
         """Say that this worker stops, why, what for and until when: in the log, and in the
         database for `runner status` (which counts what is left from the jobs themselves)."""
         with anyio.CancelScope(shield=True):
             await self._db_call(self.store.set_worker_stopping, self.owner, stop.to_json())
-            counts = await self._db_call(self.store.counts)
-        log.warning("%s", notice(stop, waiting_for(counts, names), self.clock()))
+            left = await self._left_to_save(stop, names)
+        log.warning("%s", notice(stop, left, self.clock()))
 
     async def _out_of_time(self, stop: Stop, names: list[str]) -> None:
-        counts = await self._db_call(self.store.counts)
-        left = waiting_for(counts, names)
+        left = await self._left_to_save(stop, names)
         if left:
             log.warning("%s", expired_warning(stop, left))
 
@@ -574,6 +583,8 @@ class Worker:
         finally:
             if not sent:
                 rate.unclaimed()
+            elif self.stopping:
+                self._created_by = self.clock()
 
     async def _create(self, job: Job, sending: Callable[[], None]) -> None:
         runtime = self.campaigns[job.campaign]
