@@ -4,8 +4,9 @@ A stop (`--max-runtime` running out, a first SIGINT or SIGTERM) ends new work at
 job is claimed or created any more. What was already created is paid for, and a result waits at
 the provider for a limited time only (a BFL result about 10 minutes after it is ready), so during
 a grace period the worker keeps polling and downloading every created job of its campaigns until
-each settles. It exits when none is left, or when the grace ends. With no grace only the jobs in
-hand finish, `IN_HAND_GRACE` at most.
+each settles. It exits when none created by the stop is left (other workers may go on creating:
+what they create later is theirs to follow), or when the grace ends. With no grace only the jobs
+in hand finish, `IN_HAND_GRACE` at most.
 
 Nothing here reads a clock or the store: the worker, the progress output and `runner status`
 pass the figures in.

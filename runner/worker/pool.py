@@ -8,7 +8,8 @@ adapter behind the `Provider` protocol decides.
 
 Stopping (`runner.stopping`): `request_stop(stop)` (`--max-runtime`, a first Ctrl-C) stops
 claiming queued work at once; during the stop's grace the worker still claims, polls and
-downloads every created job of its campaigns, and exits when none is left or the grace ends.
+downloads every created job of its campaigns, and exits when none created by the stop is left
+unsettled, or when the grace ends.
 Cancelling the task group (the grace ending, a second Ctrl-C) interrupts the jobs in hand, and
 each job's shielded cleanup still leaves the database consistent (an interrupted create is to be
 reconciled, never taken as unsent).
@@ -45,6 +46,7 @@ from runner.retry import RetryPolicy, time_scale
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
 from runner.stopping import CREATED, Next, Stop, after_stop, expired_warning, notice
 from runner.store import Store
+from runner.store.store import WorkerInfo
 from runner.worker.batch import GroupCommit
 from runner.worker.download import (
     DownloadError,
@@ -167,6 +169,12 @@ def owner_is_dead(owner: str, me: str) -> bool:
     pid = int(pid_text)
     # Our own pid under another owner name: an earlier process that had this pid is gone.
     return pid == os.getpid() or pid_is_dead(pid)
+
+
+def creating(workers: Iterable[WorkerInfo], live_since: float) -> list[WorkerInfo]:
+    """The workers that may create: seen since `live_since`, and not stopping (a stopping
+    worker creates nothing any more: the others share its part of each create rate)."""
+    return [w for w in workers if w.last_seen_at >= live_since and not w.stopping]
 
 
 class Worker:
@@ -300,7 +308,7 @@ class Worker:
     async def _share_rates(self) -> None:
         """Split each account's create rate between the live workers that use it."""
         live_since = self.clock() - self.options.lease_seconds
-        alive = [w for w in await self._db_call(self.store.workers) if w.last_seen_at >= live_since]
+        alive = creating(await self._db_call(self.store.workers), live_since)
         accounts = {id(r.account): r.account for r in self.campaigns.values()}
         for account in accounts.values():
             sharing = sum(1 for w in alive if set(w.campaigns) & set(account.names))

@@ -21,6 +21,7 @@ from runner.stopping import (
     notice,
 )
 from runner.store.store import WorkerInfo
+from runner.worker.pool import creating
 
 NOW = time.mktime((2026, 12, 4, 1, 0, 0, 0, 0, -1))  # local 01:00:00
 STOP = Stop("SIGTERM", NOW, grace=900.0)
@@ -127,3 +128,12 @@ def test_the_live_table_says_the_worker_is_stopping() -> None:
 )
 def test_grace_takes_a_duration_or_0(text: str, seconds: float) -> None:
     assert Grace().convert(text, None, None) == seconds
+
+
+def test_a_stopping_worker_leaves_its_part_of_the_create_rate_to_the_others() -> None:
+    workers = [
+        WorkerInfo("h:1:a", "h", 1, ["c"], 0.0, last_seen_at=100.0),
+        WorkerInfo("h:2:b", "h", 2, ["c"], 0.0, last_seen_at=100.0, stopping=STOP.to_json()),
+        WorkerInfo("h:3:c", "h", 3, ["c"], 0.0, last_seen_at=10.0),  # not seen lately
+    ]
+    assert [w.pid for w in creating(workers, live_since=40.0)] == [1]
