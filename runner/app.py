@@ -10,8 +10,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from runner.presets import simulated
 from runner.providers.base import ErrorKind, Handle, ProviderError
 from runner.retry import time_scale
 from runner.states import SETTLED, TERMINAL, State, user_cancel
+from runner.stopping import DEFAULT_GRACE, SIGNALS, Stop
 from runner.store import Store, open_store, peek_store, resolve_db
 
 # The worker, the HTTP stack and the simulator are imported where they are used: `submit`,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("runner")
 
 SIMULATOR_KEY = "simulator-placeholder-key"
-STOP_GRACE = 30.0  # seconds jobs in hand get to finish after --max-runtime
 
 
 def api_key(provider: ProviderConfig, campaign: str) -> str:
@@ -182,29 +182,96 @@ def _runtimes(
     return out
 
 
-async def _watch_signals(worker: Worker, scope: anyio.CancelScope) -> None:
+class Stops:
+    """How one command stops, across all its rounds of work (`runner work` starts another a few
+    seconds after one ends, for campaigns submitted meanwhile).
+
+    The first signal, or `--max-runtime` running out, asks for a stop that keeps what was paid
+    for (`runner.stopping`): the worker of the round in progress stops taking new work and
+    follows what was created for `grace` seconds; a round started later starts stopping. Any
+    signal after that stops at once: the round's task group is cancelled.
+    """
+
+    def __init__(self, grace: float = DEFAULT_GRACE) -> None:
+        self.grace = grace
+        self.asked: Stop | None = None
+        self.at_once = False
+        self._asked = anyio.Event()
+        self._worker: Worker | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    def ask(self, reason: str) -> None:
+        if self.asked is None:
+            self.asked = Stop(reason, time.time(), self.grace)
+            self._asked.set()
+        if self._worker is not None:
+            self._worker.request_stop(self.asked)
+
+    def now(self) -> None:
+        self.at_once = True
+        self._asked.set()
+        if self._worker is not None:
+            self._worker.report.stopped_early = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @contextmanager
+    def working(self, worker: Worker, scope: anyio.CancelScope) -> Iterator[None]:
+        """The round of `worker`, in `scope`, is the one a stop now applies to."""
+        self._worker, self._scope = worker, scope
+        if self.asked is not None:
+            worker.request_stop(self.asked)
+        try:
+            yield
+        finally:
+            self._worker = self._scope = None
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait between two rounds of work; whether a stop was asked for (before or meanwhile).
+        Nothing is in hand then, and nothing created is left: such a stop is immediate."""
+        with anyio.move_on_after(seconds):
+            await self._asked.wait()
+        if self.asked is not None:
+            log.warning("stopping (%s): nothing in flight", self.asked.reason)
+        return self._asked.is_set()
+
+
+async def _watch_signals(stops: Stops) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            if not worker.stopping:
-                log.warning(
-                    "%s: finishing the jobs in hand, then stopping (again to stop at once)",
-                    signal.Signals(signum).name,
-                )
-                worker.request_stop()
+            name = signal.Signals(signum).name
+            if stops.asked is None:
+                stops.ask(name)  # the worker says what it still waits for
             else:
-                log.warning("stopping now; the database stays consistent")
-                scope.cancel()
+                log.warning("%s: stopping now; the database stays consistent", name)
+                stops.now()
 
 
-async def _stop_after(worker: Worker, seconds: float, scope: anyio.CancelScope) -> None:
-    """--max-runtime: stop claiming when the time is up, and stop outright a grace later."""
+async def _stop_after(stops: Stops, seconds: float) -> None:
+    """--max-runtime: when the time is up, stop as a first Ctrl-C would."""
     await anyio.sleep(seconds)
-    log.warning("max runtime reached: finishing the jobs in hand, then stopping")
-    worker.request_stop()
-    await anyio.sleep(STOP_GRACE)
-    log.warning("jobs in hand did not finish within %.0f s: stopping now", STOP_GRACE)
-    worker.report.stopped_early = True
-    scope.cancel()
+    stops.ask("max runtime reached")
+
+
+@asynccontextmanager
+async def stopping(
+    grace: float = DEFAULT_GRACE,
+    *,
+    max_runtime: float | None = None,
+    handle_signals: bool = True,
+) -> AsyncIterator[Stops]:
+    """Signals and `--max-runtime` for as long as the block runs: pass the `Stops` it gives to
+    every `work()` of the block (and `Stops.pause` between them)."""
+    stops = Stops(grace)
+    async with anyio.create_task_group() as tg:
+        if handle_signals:
+            tg.start_soon(_watch_signals, stops)
+        if max_runtime is not None:
+            tg.start_soon(_stop_after, stops, max_runtime)
+        try:
+            yield stops
+        finally:
+            tg.cancel_scope.cancel()
 
 
 async def work(
@@ -220,10 +287,18 @@ async def work(
     live: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     max_runtime: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    stops: Stops | None = None,
     webhooks: WebhookOptions | None = None,
 ) -> RunReport:
     """Work the named campaigns until every job is settled (or the campaigns are halted, or
-    `max_runtime` seconds have passed: then jobs in hand finish and the rest waits).
+    the work is stopped).
+
+    A stop (after `max_runtime` seconds, or a first SIGINT or SIGTERM with `handle_signals`)
+    ends new work at once, then keeps polling and downloading what was already created until
+    it settles or `grace` seconds have passed (0: only the jobs in hand finish); a second
+    signal stops at once. `stops` (from `stopping()`) replaces those three, for a caller that
+    works several rounds under one stop.
 
     `simulate` starts the built-in simulator in this process; `sim_url` uses one already
     running (`runner simulate`) instead. Either way every provider is pointed at it. `live`
@@ -234,34 +309,44 @@ async def work(
     from runner.worker.download import file_client
     from runner.worker.pool import Worker
 
-    async with _simulator(simulate, sim_config, sim_url) as url:
-        runtimes = _runtimes(store, names, url, transport)
-        files = file_client()
-        worker = Worker(store, runtimes, files, options)
-        try:
-            async with anyio.create_task_group() as tg:
-                if handle_signals:
-                    tg.start_soon(_watch_signals, worker, tg.cancel_scope)
-                held = worker.paused_saving
-                if live:
-                    tg.start_soon(progress.live, store, names, 1.0, held)
-                elif progress_every > 0:
-                    tg.start_soon(progress.log_lines, store, names, progress_every, held)
-                if max_runtime is not None:
-                    tg.start_soon(_stop_after, worker, max_runtime, tg.cancel_scope)
-                if webhooks is not None:
-                    providers = {name: r.provider for name, r in runtimes.items()}
-                    await start_webhooks(
-                        tg, webhooks, providers, worker.hint, worker.note_unsupported
-                    )
-                await worker.run()
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await files.aclose()
-                for runtime in runtimes.values():
-                    await runtime.provider.aclose()
-        return worker.report
+    async def one_round(stops: Stops) -> RunReport:
+        async with _simulator(simulate, sim_config, sim_url) as url:
+            runtimes = _runtimes(store, names, url, transport)
+            files = file_client()
+            worker = Worker(store, runtimes, files, options)
+
+            def stop() -> Stop | None:
+                return worker.stop
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    with stops.working(worker, tg.cancel_scope):
+                        if stops.at_once:
+                            return worker.report
+                        held = worker.paused_saving
+                        if live:
+                            tg.start_soon(progress.live, store, names, 1.0, held, stop)
+                        elif progress_every > 0:
+                            every = progress_every
+                            tg.start_soon(progress.log_lines, store, names, every, held, stop)
+                        if webhooks is not None:
+                            providers = {name: r.provider for name, r in runtimes.items()}
+                            await start_webhooks(
+                                tg, webhooks, providers, worker.hint, worker.note_unsupported
+                            )
+                        await worker.run()
+                        tg.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await files.aclose()
+                    for runtime in runtimes.values():
+                        await runtime.provider.aclose()
+            return worker.report
+
+    if stops is not None:
+        return await one_round(stops)
+    async with stopping(grace, max_runtime=max_runtime, handle_signals=handle_signals) as own:
+        return await one_round(own)
 
 
 @dataclass(frozen=True)
@@ -314,10 +399,11 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
 
 
 def exit_code(store: Store, names: Iterable[str], report: RunReport) -> int:
-    """0 all done; 1 some jobs ended badly or need a decision; 3 stopped before the end."""
+    """0 all done; 1 some jobs ended badly or need a decision; 3 stopped before the end (or
+    by a signal: whoever sent it asked for an early stop, whatever was left)."""
     counts = store.counts()
     settled = all(State(state) in SETTLED for name in names for state in counts.get(name, {}))
-    if report.halted or not settled:
+    if report.halted or not settled or report.stopped_by in SIGNALS:
         return EXIT_STOPPED
     bad = {s.value for s in (TERMINAL | {State.UNCERTAIN}) - {State.DONE}}
     if any(counts.get(name, {}).get(state) for name in names for state in bad):

@@ -14,7 +14,6 @@ import gc
 import json
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("runner")
 
 T = TypeVar("T")
+IDLE_LOOK = 5  # seconds between looks for new work of an idle `runner work`
 
 EPILOG = (
     "Exit codes: 0 all jobs done; 1 some jobs failed, were moderated, expired, were canceled or "
@@ -129,11 +129,30 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class Grace(Duration):
+    """A duration, or 0 for none."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, str) and value.strip().rstrip("hms").strip() in ("0", "0.0"):
+            return 0.0
+        return super().convert(value, param, ctx)
+
+
 max_runtime_option = click.option(
     "--max-runtime",
     type=Duration(),
-    help="Stop cleanly after this long (e.g. 6h, 90m): jobs in hand finish, the rest waits for "
-    "the next run. Exit code 3 when work is left.",
+    help="Stop after this long (e.g. 6h, 90m) as a first Ctrl-C does: no new work is started, "
+    "and predictions already created are still polled and downloaded for --grace. Exit code 3 "
+    "when work is left: the next run resumes it.",
+)
+grace_option = click.option(
+    "--grace",
+    type=Grace(),
+    default="15m",
+    show_default=True,
+    help="After a stop (--max-runtime, a first Ctrl-C or SIGTERM), keep polling and downloading "
+    "the predictions already created (they are paid for) for at most this long; 0: only finish "
+    "the jobs in hand (30 s at most). A second Ctrl-C stops at once.",
 )
 
 webhook_listen_option = click.option(
@@ -244,6 +263,7 @@ def _dry_run(jobfile: str, db: str | None, simulate: bool) -> None:
 @click.argument("jobfile", type=click.Path(dir_okay=False))
 @db_option
 @max_runtime_option
+@grace_option
 @simulate_option
 @simulator_url_option
 @webhook_listen_option
@@ -258,6 +278,7 @@ def run(
     jobfile: str,
     db: str | None,
     max_runtime: float | None,
+    grace: float,
     simulate: bool,
     simulator_url: str | None,
     webhook_listen: str | None,
@@ -287,6 +308,7 @@ def run(
             simulate=simulate,
             sim_url=simulator_url,
             max_runtime=max_runtime,
+            grace=grace,
             live=_live(),
             webhooks=webhooks,
         )
@@ -320,6 +342,7 @@ def submit(jobfile: str, db: str | None) -> None:
     help="Exit when every job is settled, instead of waiting for new campaigns.",
 )
 @max_runtime_option
+@grace_option
 @simulate_option
 @simulator_url_option
 @webhook_listen_option
@@ -329,6 +352,7 @@ def work(
     campaigns: tuple[str, ...],
     until_empty: bool,
     max_runtime: float | None,
+    grace: float,
     simulate: bool,
     simulator_url: str | None,
     webhook_listen: str | None,
@@ -354,27 +378,36 @@ def work(
     notifier = _notifier(store)
 
     async def loop() -> RunReport:
-        end = None if max_runtime is None else time.monotonic() + max_runtime
-        while True:
-            names = current()
-            app.check_keys([store.settings(n) for n in names], simulate)
-            left = None if end is None else max(0.0, end - time.monotonic())
-            report = await app.work(
-                store,
-                names,
-                simulate=simulate,
-                sim_url=simulator_url,
-                max_runtime=left,
-                live=live,
-                webhooks=webhooks,
-            )
-            notifier.settled(names, report)
-            if until_empty or report.stopped_early or report.halted:
-                return report
-            if end is not None and time.monotonic() + 5 >= end:
-                report.stopped_early = True
-                return report
-            await anyio.sleep(5)  # then look again, for campaigns submitted meanwhile
+        # One stop for every round: a signal or the max runtime between two rounds ends the
+        # command at once (nothing is in flight then), during one it stops that round.
+        async with app.stopping(grace, max_runtime=max_runtime) as stops:
+            said = False  # that it is idle, since it last did something
+            while True:
+                names = current()
+                app.check_keys([store.settings(n) for n in names], simulate)
+                report = await app.work(
+                    store,
+                    names,
+                    simulate=simulate,
+                    sim_url=simulator_url,
+                    stops=stops,
+                    live=live,
+                    webhooks=webhooks,
+                )
+                notifier.settled(names, report)
+                if until_empty or report.stopped_early or report.halted:
+                    return report
+                if not said or report.submitted or report.polled or report.downloaded:
+                    log.info(
+                        "every campaign is settled; looking for new work every %ds (Ctrl-C "
+                        "to stop)",
+                        IDLE_LOOK,
+                    )
+                    said = True
+                if await stops.pause(IDLE_LOOK):
+                    report.stopped_early = True
+                    report.stopped_by = stops.asked.reason if stops.asked else None
+                    return report
 
     report = _run_async(loop)
     names = current()
@@ -393,7 +426,9 @@ def status(campaign: str | None, db: str | None, as_json: bool) -> None:
     """Per campaign: jobs per state, cost, recent rate and time left; and the live workers.
 
     --json prints {"campaigns": {NAME: {total, done, states, halted, cost, rate_per_minute,
-    eta_seconds}}, "workers": [{id, host, pid, campaigns, started_at, last_seen_at}]}.
+    eta_seconds}}, "workers": [{id, host, pid, campaigns, started_at, last_seen_at,
+    stopping}]}; `stopping` is null, or {reason, since, until, grace, waiting} while the worker
+    stops.
     """
     from runner import overview
 

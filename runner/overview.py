@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.states import SETTLED, State
+from runner.stopping import CREATED, Stop, notice
 from runner.store import Store
 from runner.store.store import WorkerInfo
 
@@ -52,6 +53,8 @@ class CampaignOverview:
 class Overview:
     campaigns: list[CampaignOverview]
     workers: list[WorkerInfo] = field(default_factory=list)
+    # per stopping worker (by id): the jobs of its campaigns created by the stop, not saved yet
+    waiting: dict[str, int] = field(default_factory=dict)
 
 
 def overview(store: Store, campaign: str | None = None, now: float | None = None) -> Overview:
@@ -71,7 +74,12 @@ def overview(store: Store, campaign: str | None = None, now: float | None = None
     ]
     names = {c.name for c in campaigns}
     workers = [w for w in store.workers() if campaign is None or set(w.campaigns) & names]
-    return Overview(campaigns, workers)
+    waiting = {
+        w.id: store.count_created_by(w.campaigns, CREATED, Stop.from_json(w.stopping).since)
+        for w in workers
+        if w.stopping
+    }
+    return Overview(campaigns, workers, waiting)
 
 
 def _per_minute(done: int, first: float, now: float) -> float:
@@ -101,9 +109,23 @@ def to_json(view: Overview) -> dict[str, Any]:
                 "campaigns": w.campaigns,
                 "started_at": w.started_at,
                 "last_seen_at": w.last_seen_at,
+                "stopping": _stopping_json(view, w),
             }
             for w in view.workers
         ],
+    }
+
+
+def _stopping_json(view: Overview, w: WorkerInfo) -> dict[str, Any] | None:
+    if not w.stopping:
+        return None
+    stop = Stop.from_json(w.stopping)
+    return {
+        "reason": stop.reason,
+        "since": stop.since,
+        "until": stop.until,
+        "grace": stop.grace,
+        "waiting": view.waiting.get(w.id, 0),
     }
 
 
@@ -146,5 +168,9 @@ def to_text(view: Overview, now: float | None = None) -> list[str]:
         for w in view.workers:
             up, seen = format_seconds(now - w.started_at), format_seconds(now - w.last_seen_at)
             names = ", ".join(w.campaigns)
-            lines.append(f"  {w.host} pid {w.pid}: {names}; up {up}, seen {seen} ago")
+            line = f"  {w.host} pid {w.pid}: {names}; up {up}, seen {seen} ago"
+            if w.stopping:
+                stop = Stop.from_json(w.stopping)
+                line += "; " + notice(stop, view.waiting.get(w.id, 0), now, hint=False)
+            lines.append(line)
     return lines

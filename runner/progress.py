@@ -6,7 +6,8 @@ while). Not a terminal (cron, a pipe): one plain log line per campaign a minute;
 logs the changes worth knowing (a halt, the end) itself.
 Both read the same `runner.overview` figures the `status` command shows, and what only this
 process knows: campaigns whose new creates wait because their results cannot be saved here
-(`paused`, from the worker; see runner.saving).
+(`paused`, from the worker; see runner.saving), and, while the worker stops, why, how many
+created jobs it still waits for and until when at most (`stop`; see runner.stopping).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.text import Text
 
 from runner.overview import CampaignOverview, Overview, format_counts, format_seconds, overview
 from runner.states import State
+from runner.stopping import CREATED, Stop, notice
 from runner.store import Store
 
 log = logging.getLogger("runner")
@@ -32,10 +34,15 @@ IN_FLIGHT_STATES = (State.SUBMITTING, State.RUNNING, State.RECONCILING)
 PROBLEM_STATES = (State.FAILED, State.MODERATED, State.EXPIRED, State.UNCERTAIN)
 SNAPSHOT_SHARE = 20  # the live table waits at least this many times as long as reading it took
 Paused = Callable[[], dict[str, str]]  # campaign -> why its new creates wait, in this process
+StopSource = Callable[[], Stop | None]  # the worker's stop, once one was asked for
 
 
 def _nothing_paused() -> dict[str, str]:
     return {}
+
+
+def _no_stop() -> Stop | None:
+    return None
 
 
 def _count(c: CampaignOverview, states: tuple[State, ...]) -> int:
@@ -43,9 +50,13 @@ def _count(c: CampaignOverview, states: tuple[State, ...]) -> int:
 
 
 def render(
-    view: Overview, problems: list[dict[str, Any]], paused: dict[str, str] | None = None
+    view: Overview,
+    problems: list[dict[str, Any]],
+    paused: dict[str, str] | None = None,
+    stopping: str | None = None,
 ) -> RenderableType:
-    """The live display: a table of campaigns, then the latest problems (pure)."""
+    """The live display: a table of campaigns, the `stopping` line when the worker stops, then
+    the latest problems (pure)."""
     paused = paused or {}
     table = Table(expand=False, header_style="bold")
     for column in ("campaign", "done", "queued", "in flight", "saving", "problems"):
@@ -72,6 +83,8 @@ def render(
             parts.append(Text(f"{c.name} stopped: {c.halted}", style="bold red"))
         elif c.name in paused:
             parts.append(Text(f"{c.name}: {paused[c.name]}", style="bold yellow"))
+    if stopping is not None:
+        parts.append(Text(stopping, style="bold yellow"))
     if problems:
         parts.append(Text("latest problems:", style="bold"))
         for p in problems:
@@ -86,33 +99,53 @@ def _snapshot(store: Store, names: list[str]) -> tuple[Overview, list[dict[str, 
     return view, store.recent_problems(names, PROBLEM_STATES, limit=3)
 
 
+def _stopping(store: Store, names: list[str], stop: Stop | None) -> str | None:
+    """What a stopping worker waits for, counted from the jobs, and until when."""
+    if stop is None:
+        return None
+    return notice(stop, store.count_created_by(names, CREATED, stop.since), time.time())
+
+
+def _read(
+    store: Store, names: list[str], stop: Stop | None
+) -> tuple[Overview, list[dict[str, Any]], str | None]:
+    return (*_snapshot(store, names), _stopping(store, names, stop))
+
+
 def redraw_after(every: float, took: float) -> float:
     """Seconds until the live table is read again, when reading it last took `took`."""
     return max(every, SNAPSHOT_SHARE * took)
 
 
 async def live(
-    store: Store, names: list[str], every: float = 1.0, paused: Paused = _nothing_paused
+    store: Store,
+    names: list[str],
+    every: float = 1.0,
+    paused: Paused = _nothing_paused,
+    stop: StopSource = _no_stop,
 ) -> None:
     """Redraw the table every `every` seconds until cancelled (then draw it once more).
 
     The counts read every job of the campaigns (0.13 s with 1,000,000 jobs): the table is then
     redrawn less often, so that reading it never takes more than a twentieth of the time."""
     console = Console(stderr=True)
-    view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-    with Live(render(view, problems, paused()), console=console, auto_refresh=False) as display:
+
+    async def drawn() -> RenderableType:
+        view, problems, stopping = await anyio.to_thread.run_sync(_read, store, names, stop())
+        return render(view, problems, paused(), stopping)
+
+    with Live(await drawn(), console=console, auto_refresh=False) as display:
         try:
             took = 0.0
             while True:
                 await anyio.sleep(redraw_after(every, took))
                 started = time.monotonic()
-                view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
+                table = await drawn()
                 took = time.monotonic() - started
-                display.update(render(view, problems, paused()), refresh=True)
+                display.update(table, refresh=True)
         finally:
             with anyio.CancelScope(shield=True):
-                view, problems = await anyio.to_thread.run_sync(_snapshot, store, names)
-                display.update(render(view, problems, paused()), refresh=True)
+                display.update(await drawn(), refresh=True)
 
 
 def log_line(c: CampaignOverview, paused: dict[str, str]) -> str:
@@ -125,12 +158,19 @@ def log_line(c: CampaignOverview, paused: dict[str, str]) -> str:
 
 
 async def log_lines(
-    store: Store, names: list[str], every: float = 60.0, paused: Paused = _nothing_paused
+    store: Store,
+    names: list[str],
+    every: float = 60.0,
+    paused: Paused = _nothing_paused,
+    stop: StopSource = _no_stop,
 ) -> None:
-    """A plain line per campaign every `every` seconds, for logs."""
+    """A plain line per campaign every `every` seconds, for logs; and while the worker stops,
+    a line more saying what it still waits for (the worker says when the stop begins)."""
     while True:
         await anyio.sleep(every)
-        view, _ = await anyio.to_thread.run_sync(_snapshot, store, names)
+        view, _, stopping = await anyio.to_thread.run_sync(_read, store, names, stop())
         held = paused()
         for c in view.campaigns:
             log.info("%s", log_line(c, held))
+        if stopping is not None:
+            log.warning("%s", stopping)

@@ -240,6 +240,23 @@ def any_job_in(campaign: str, states: tuple[State, ...]) -> Executable:
     )
 
 
+def count_created_by(
+    campaigns_: Sequence[str], states: Sequence[State], before: float
+) -> Executable:
+    """Jobs of these campaigns in `states` whose create was sent at or before `before` (or at a
+    time not known): what a worker that stopped then still waits for. Jobs created later are
+    other workers' to follow; their number keeps growing while those work on."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(jobs)
+        .where(
+            jobs.c.campaign.in_(list(campaigns_)),
+            jobs.c.state.in_([s.value for s in states]),
+            sa.or_(jobs.c.submitted_at.is_(None), jobs.c.submitted_at <= before),
+        )
+    )
+
+
 def cost_by_campaign(campaign: str | None = None) -> Executable:
     stmt = (
         sa.select(jobs.c.campaign, sa.func.sum(jobs.c.cost))

@@ -49,7 +49,8 @@ class WorkerInfo:
     campaigns: list[str]
     started_at: float
     last_seen_at: float
-    # While it stops, finishing what was paid for: {"since", "until", "reason"} (epoch s).
+    # While it stops, finishing what was paid for: {"reason", "since", "until", "grace"}
+    # (epoch s; `runner.stopping.Stop.to_json`).
     stopping: dict[str, Any] | None = None
 
 
@@ -565,6 +566,17 @@ class Store:
         `counts` reads every job (130 ms with 1,000,000 queued)."""
         with self.read() as conn:
             return conn.execute(queries.any_job_in(campaign, tuple(states))).first() is not None
+
+    def count_created_by(
+        self, campaigns: Iterable[str], states: Iterable[State], before: float
+    ) -> int:
+        """Jobs of `campaigns` in `states` whose create was sent at or before `before` (see
+        `runner.stopping`: what a worker that stopped then still waits for)."""
+        names, wanted = list(campaigns), list(states)
+        if not names:
+            return 0
+        with self.read() as conn:
+            return int(conn.execute(queries.count_created_by(names, wanted, before)).scalar_one())
 
     def costs(self, campaign: str | None = None) -> dict[str, float]:
         """What each campaign's jobs cost, where the provider reported it."""

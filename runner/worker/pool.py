@@ -6,9 +6,13 @@ sizes, so the number of tasks never grows with the queue). Decisions come from `
 this module only sequences I/O: persist, call, persist. It never branches on the provider: the
 adapter behind the `Provider` protocol decides.
 
-Stopping: `request_stop()` (first Ctrl-C) stops claiming and lets jobs in hand finish; cancelling
-the task group (second Ctrl-C) interrupts them, and each job's shielded cleanup still leaves the
-database consistent (an interrupted create is to be reconciled, never taken as unsent).
+Stopping (`runner.stopping`): `request_stop(stop)` (`--max-runtime`, a first Ctrl-C) stops
+claiming queued work at once; during the stop's grace the worker still claims, polls and
+downloads every created job of its campaigns, and exits when none created by the stop is left
+unsettled, or when the grace ends.
+Cancelling the task group (the grace ending, a second Ctrl-C) interrupts the jobs in hand, and
+each job's shielded cleanup still leaves the database consistent (an interrupted create is to be
+reconciled, never taken as unsent).
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ from runner.saving import (
     scope_of,
 )
 from runner.states import SETTLED, Change, Halt, Job, Outcome, State
+from runner.stopping import CREATED, Next, Stop, after_stop, expired_warning, notice
 from runner.store import Store
+from runner.store.store import WorkerInfo
 from runner.worker.batch import GroupCommit
 from runner.worker.download import (
     DownloadError,
@@ -146,6 +152,7 @@ class RunReport:
     downloaded: int = 0
     halted: dict[str, str] = field(default_factory=dict)
     stopped_early: bool = False
+    stopped_by: str | None = None  # why a stop was asked for: a signal, or the max runtime
 
 
 def make_owner() -> str:
@@ -178,6 +185,12 @@ def owner_is_dead(owner: str, me: str) -> bool:
     return pid == os.getpid() or pid_is_dead(pid)
 
 
+def creating(workers: Iterable[WorkerInfo], live_since: float) -> list[WorkerInfo]:
+    """The workers that may create: seen since `live_since`, and not stopping (a stopping
+    worker creates nothing any more: the others share its part of each create rate)."""
+    return [w for w in workers if w.last_seen_at >= live_since and not w.stopping]
+
+
 class Worker:
     def __init__(
         self,
@@ -206,7 +219,11 @@ class Worker:
         }
         self.report = RunReport()
         self.in_hand = {"submit": 0, "poll": 0, "download": 0}
+        self.stop: Stop | None = None  # once a stop was asked for
         self._stop = anyio.Event()
+        # What a stop waits for: jobs created by then, or by the last create that was in hand
+        # when it came (a create already under way when the stop came is followed too).
+        self._created_by = float("-inf")
         self._wake = anyio.Event()
         self._db = anyio.CapacityLimiter(1)  # one store call at a time: SQLite writes serialise
         self._writes = GroupCommit(partial(self._db_call, self.store.apply_many, owner=self.owner))
@@ -251,8 +268,12 @@ class Worker:
             self.wake()
         return hinted
 
-    def request_stop(self) -> None:
-        """Stop claiming; jobs in hand finish. Idempotent."""
+    def request_stop(self, stop: Stop | None = None) -> None:
+        """Stop claiming queued work; follow what was created as `stop` says (by default only
+        the jobs in hand finish). The first stop asked for is the one kept."""
+        if self.stop is None:
+            self.stop = stop or Stop("asked", self.clock(), grace=0.0)
+            self.report.stopped_by = self.stop.reason
         self._stop.set()
         self._wake.set()
 
@@ -306,7 +327,7 @@ class Worker:
     async def _share_rates(self) -> None:
         """Split each account's create rate between the live workers that use it."""
         live_since = self.clock() - self.options.lease_seconds
-        alive = [w for w in await self._db_call(self.store.workers) if w.last_seen_at >= live_since]
+        alive = creating(await self._db_call(self.store.workers), live_since)
         accounts = {id(r.account): r.account for r in self.campaigns.values()}
         for account in accounts.values():
             sharing = sum(1 for w in alive if set(w.campaigns) & set(account.names))
@@ -317,26 +338,57 @@ class Worker:
 
     async def _schedule(self, tg: anyio.abc.TaskGroup, names: list[str]) -> None:
         last_sweep = 0.0
+        noted: Stop | None = None
         while True:
             now = self.clock()
             follow = [n for n in names if self.campaigns[n].follows]
             due: dict[State, float] = {}
             waiting: set[State] = set()
-            if self.stopping:
-                if sum(self.in_hand.values()) == 0:
-                    self.report.stopped_early = True
-                    return
-            else:
+            stop = self.stop
+            if stop is not None and noted is None:
+                noted = stop
+                last_sweep = 0.0  # a dead worker's creates are to be reconciled: sweep now
+                await self._stopping(stop, follow)
+            claims = CLAIMABLE if stop is None else stop.claims
+            if claims:
                 if now - last_sweep >= self.options.sweep_every:
                     await self._db_call(self.store.mark_orphaned_submits, now)
                     last_sweep = now
                 if follow:
-                    due = await self._db_call(self.store.due_by_state, follow, CLAIMABLE, now)
+                    due = await self._db_call(self.store.due_by_state, follow, claims, now)
                     waiting = await self._claim_and_start(tg, follow, now, due)
-                idle = sum(self.in_hand.values()) == 0
-                if idle and await self._finished(names):
+            in_hand = sum(self.in_hand.values())
+            if stop is not None:
+                unsettled = False
+                if stop.follows and in_hand == 0:  # with jobs in hand it waits anyway
+                    unsettled = await self._left_to_save(stop, follow) > 0
+                step = after_stop(stop, self.clock(), in_hand=in_hand, unsettled=unsettled)
+                if step is not Next.WAIT:
+                    self.report.stopped_early = True
+                    if step is Next.OUT_OF_TIME:
+                        await self._out_of_time(stop, follow)
                     return
+            elif in_hand == 0 and await self._finished(names):
+                return
             await self._sleep(due, waiting)
+
+    async def _left_to_save(self, stop: Stop, names: list[str]) -> int:
+        """Created jobs of `names` a stop still waits for (in hand or not, whoever holds them)."""
+        created_by = max(stop.since, self._created_by)
+        return await self._db_call(self.store.count_created_by, names, CREATED, created_by)
+
+    async def _stopping(self, stop: Stop, names: list[str]) -> None:
+        """Say that this worker stops, why, what for and until when: in the log, and in the
+        database for `runner status` (which counts what is left from the jobs themselves)."""
+        with anyio.CancelScope(shield=True):
+            await self._db_call(self.store.set_worker_stopping, self.owner, stop.to_json())
+            left = await self._left_to_save(stop, names)
+        log.warning("%s", notice(stop, left, self.clock()))
+
+    async def _out_of_time(self, stop: Stop, names: list[str]) -> None:
+        left = await self._left_to_save(stop, names)
+        if left:
+            log.warning("%s", expired_warning(stop, left))
 
     async def _finished(self, names: list[str]) -> bool:
         return await self._db_call(self._nothing_left, names)
@@ -557,10 +609,15 @@ class Worker:
             rate.sending(self.clock())
 
         try:
+            if self.stopping:  # claimed just before a stop: nothing was sent, nothing is paid
+                await self._release(job)
+                return
             await self._create(job, sending)
         finally:
             if not sent:
                 rate.unclaimed()
+            elif self.stopping:
+                self._created_by = self.clock()
 
     async def _create(self, job: Job, sending: Callable[[], None]) -> None:
         runtime = self.campaigns[job.campaign]
