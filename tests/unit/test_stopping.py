@@ -115,7 +115,7 @@ def test_the_live_table_says_the_worker_is_stopping() -> None:
     view = Overview([CampaignOverview("a", {"queued": 10, "running": 5})])
     line = notice(STOP, 5, NOW)
     console = Console(record=True, width=200)
-    console.print(render(view, [], line))
+    console.print(render(view, [], stopping=line))
     drawn = console.export_text()
     assert "stopping (SIGTERM)" in drawn and "Ctrl-C again stops at once" in drawn
     console = Console(record=True, width=200)
