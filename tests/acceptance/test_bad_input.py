@@ -39,6 +39,21 @@ CASES = {
         ["promts"],
     ),
     "not yaml": ("campaign: [unclosed\n", ["jobs.yaml"]),
+    # BFL answers a create asking for a webhook without the polling URL runner follows it by
+    "bfl webhook_url": (
+        "campaign: x\nprovider: bfl\nmodel: flux-dev\n"
+        "input: {webhook_url: 'https://example.com/hook'}\nprompts: [a]\n",
+        ["line 4", "webhook_url", "polling"],
+    ),
+    "bfl webhook_secret in a prompt": (
+        "campaign: x\nprovider: bfl\nmodel: flux-dev\nprompts:\n"
+        "  - {prompt: a, webhook_secret: s3cret}\n",
+        ["line 5", "webhook_secret"],
+    ),
+    "unknown route": (
+        "campaign: x\nprovider: {preset: cometapi, routes: [lst]}\nmodel: a/b\nprompts: [a]\n",
+        ["routes", "lst", "list, cancel"],
+    ),
 }
 
 

@@ -62,3 +62,29 @@ def test_retry_refuses_unfinished_states_and_unknown_campaigns(tmp_path: Path) -
     assert unknown.returncode == 2 and "no campaign named 'nope'" in unknown.stderr
     uncertain = run_cli("retry", "c", "--state", "uncertain", cwd=tmp_path)
     assert uncertain.returncode == 2 and "--uncertain" in uncertain.stderr
+
+
+def test_retry_uncertain_alone_moves_only_the_uncertain_jobs(tmp_path: Path) -> None:
+    """`runner retry CAMPAIGN --uncertain`, the command an uncertain job's error gives, pays
+    again for those jobs only: expired ones were paid for already, failed ones are the
+    user's other decision."""
+    import sqlite3
+
+    (tmp_path / "j.yaml").write_text(
+        "campaign: c\nprovider: bfl\nmodel: flux-dev\nprompts: [a, b, c, d]\n"
+    )
+    assert run_cli("submit", "j.yaml", cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "runner.db") as conn:
+        for idx, state in ((1, "failed"), (2, "expired"), (3, "uncertain"), (4, "done")):
+            conn.execute("UPDATE jobs SET state = ?, error = 'x' WHERE idx = ?", (state, idx))
+
+    def states() -> dict[int, str]:
+        with sqlite3.connect(tmp_path / "runner.db") as conn:
+            return dict(conn.execute("SELECT idx, state FROM jobs"))
+
+    moved = run_cli("retry", "c", "--uncertain", cwd=tmp_path)
+    assert moved.returncode == 0 and "1 job(s) queued again" in moved.stdout, moved.stderr
+    assert states() == {1: "failed", 2: "expired", 3: "queued", 4: "done"}
+    # without --uncertain: the default states, failed and expired
+    assert "2 job(s) queued again" in run_cli("retry", "c", cwd=tmp_path).stdout
+    assert states() == {1: "queued", 2: "queued", 3: "queued", 4: "done"}
