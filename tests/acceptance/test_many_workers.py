@@ -9,6 +9,7 @@ Every input is created exactly once at the simulator, whatever the number of wor
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from runner.store import open_store
 from tests.acceptance.conftest import (
     KEY_ENV,
     SimProcess,
@@ -27,12 +29,31 @@ from tests.acceptance.conftest import (
     wait_for,
     write_jobfile,
 )
+from tests.reliability.zombie import sample, stale_writes
 
 SUBMITTED = re.compile(r"this process: (\d+) submitted")
 
 
 def canonical(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def haunt(processes: list[subprocess.Popen[str]], db: str, campaign: str) -> list[str]:
+    """While the workers run, keep making the writes of a worker that was paused past its
+    leases (tests/reliability/zombie.py) on the jobs they hold; those the database accepted."""
+    store = open_store(db, create=False)
+    rng = random.Random(0)
+    accepted: list[str] = []
+    rounds = 0
+    try:
+        while any(p.poll() is None for p in processes):
+            accepted += stale_writes(store, sample(store, campaign, rng, 8))
+            rounds += 1
+            time.sleep(0.1)
+    finally:
+        store.close()
+    assert rounds >= 3, "the workers ended before a stale write was tried"
+    return accepted
 
 
 def finish(processes: list[subprocess.Popen[str]], timeout: float = 150) -> list[str]:
@@ -98,6 +119,8 @@ def test_four_workers_on_postgresql_share_24_slots(
     )
     assert run_cli("submit", str(jobfile), "--db", pg_url, cwd=tmp_path).returncode == 0
     procs = [start_cli("work", "--until-empty", "--db", pg_url, cwd=tmp_path) for _ in range(4)]
+    # a paused worker waking up among them writes nothing over their work
+    assert haunt(procs, pg_url, "accept") == []
     outputs = finish(procs)
 
     job_rows = rows(pg_url)
@@ -194,6 +217,7 @@ def test_two_overlapping_runs_on_one_sqlite_file(tmp_path: Path, simulator: SimP
     wait_for(both_in_status, 60, "both runs to show in status")
     assert {w["pid"] for w in seen["json"]["workers"]} == {first.pid, second.pid}
     assert f"pid {first.pid}: accept" in seen["text"]
+    assert haunt([first, second], str(tmp_path / "runner.db"), "accept") == []
     outputs = finish([first, second])
 
     job_rows = rows(str(tmp_path / "runner.db"))

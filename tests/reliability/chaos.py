@@ -18,7 +18,10 @@ simulator. After the kills the same command runs to the end, and then:
 - every file recorded in the database is on disk with the recorded sha256, which is the
   sha256 of what the simulator served for that URL; no other file, and no temporary or
   partial file, is in the output folder;
-- SQLite's `PRAGMA integrity_check` answers `ok`.
+- SQLite's `PRAGMA integrity_check` answers `ok`;
+- after each kill, the writes the killed worker would make had it only been paused, and those
+  of a worker that does not hold the jobs, are all refused by the database
+  (`tests/reliability/zombie.py`).
 
 The kill delays come from a seeded RNG; the seed is printed first so a failure can be
 replayed: `RUNNER_CHAOS_SEED=N` or `--seed N`.
@@ -50,6 +53,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from runner.simulator.state import canonical_json
+from runner.store import open_store
+from tests.reliability.zombie import sample, stale_writes
 
 SEED_ENV = "RUNNER_CHAOS_SEED"
 KEY_ENV = "RUNNER_CHAOS_KEY"
@@ -200,6 +205,18 @@ def _in_hand(db: Path) -> dict[str, int]:
     return {str(state): int(n) for state, n in found}
 
 
+def _zombie_writes(db: Path, rng: random.Random) -> list[str]:
+    """Right after a kill, with no runner running: the writes the killed worker, had it only
+    been paused, and a worker not holding the jobs would make; those the database accepted."""
+    if not _in_hand(db):
+        return []
+    store = open_store(str(db), create=False)
+    try:
+        return stale_writes(store, sample(store, "chaos", rng, 30))
+    finally:
+        store.close()
+
+
 def _unsettled(db: Path) -> int | None:
     if not db.exists():
         return None
@@ -264,6 +281,7 @@ def run_chaos(
     delivered = 0
     early_exits: list[int] = []
     interrupted: Counter[str] = Counter()  # jobs a kill caught in hand, by state
+    zombies: list[str] = []  # stale writes the database accepted (there must be none)
     config = {**SIM_CONFIG, "seed": seed}
     with simulator(folder, config) as sim:
         jobfile, prompts = write_campaign(folder, sim.url, jobs, style, max_in_flight, per_minute)
@@ -286,6 +304,7 @@ def run_chaos(
                     process.wait()
                     delivered += 1
                     interrupted.update(_in_hand(folder / "runner.db"))
+                    zombies += _zombie_writes(folder / "runner.db", rng)
                     continue
                 # finished before its kill: the next round adds prompts if too few are left
                 early_exits.append(process.returncode)
@@ -300,6 +319,7 @@ def run_chaos(
                 final_exit = -1
         stats = sim.stats()
     figures = check(folder, stats, jobs=prompts * VARIANTS, style=style)
+    figures["problems"] += zombies
     figures.update(
         seed=seed,
         style=style,
