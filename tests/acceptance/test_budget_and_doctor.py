@@ -255,3 +255,24 @@ def test_doctor_fails_when_the_provider_refuses_the_key(
 def test_doctor_fails_without_a_database_or_job_file(tmp_path: Path) -> None:
     result = run_cli("doctor", cwd=tmp_path)
     assert result.returncode == 1 and "FAIL database: no runner database at" in result.stdout
+
+
+@pytest.mark.sim_config({"api_keys": ["the-right-key"]})
+@pytest.mark.parametrize("preset", ["deerapi-replicate", "cometapi"])
+def test_doctor_checks_an_aggregators_key_on_a_route_it_documents(
+    tmp_path: Path, simulator: SimProcess, preset: str
+) -> None:
+    """DeerAPI and CometAPI document create and get only (the simulator serves no more under
+    /replicate): the key is checked by asking for an unknown prediction."""
+    provider = (
+        f"{{preset: {preset}, base_url: '{simulator.url}/replicate', api_key_env: {KEY_ENV}}}"
+    )
+    (tmp_path / "j.yaml").write_text(
+        f"campaign: agg\nprovider: {provider}\nmodel: black-forest-labs/flux-schnell\n"
+        "prompts: [a]\n"
+    )
+    right = run_cli("doctor", "j.yaml", cwd=tmp_path, env=runner_env(**{KEY_ENV: "the-right-key"}))
+    assert right.returncode == 0, right.stdout
+    assert "accepts the key" in right.stdout
+    wrong = run_cli("doctor", "j.yaml", cwd=tmp_path, env=runner_env(**{KEY_ENV: "wrong"}))
+    assert wrong.returncode == 1 and "(HTTP 401)" in wrong.stdout
