@@ -329,3 +329,46 @@ def test_the_store_refuses_to_give_one_prediction_to_two_jobs(db_url: str) -> No
         assert store.apply(Change(one.id, State.RUNNING, State.RUNNING, again), owner=None)
     finally:
         store.close()
+
+
+def test_two_writers_giving_one_prediction_to_two_jobs_at_once_never_both_win(db_url: str) -> None:
+    """Two workers adopting the same listed prediction for two jobs at the same moment: on
+    PostgreSQL each transaction would see the prediction free without the per-prediction lock."""
+    import threading
+
+    from runner.states import Change
+    from runner.store import open_store
+
+    store = open_store(db_url)
+    try:
+        rounds = 15
+        store.enqueue(campaign(n=2 * rounds))
+        pairs = sorted(store.jobs("c1"), key=lambda j: j.index)
+        for j in pairs:
+            lost(store, j.key, time.time())
+        for r in range(rounds):
+            one, two = pairs[2 * r], pairs[2 * r + 1]
+            barrier = threading.Barrier(2)
+            won: list[bool] = []
+
+            def adopt(
+                job_id: int, remote_id: str, gate: threading.Barrier, out: list[bool]
+            ) -> None:
+                give = {"remote_id": remote_id, "attempts": 1}
+                change = Change(job_id, State.RECONCILING, State.RUNNING, give)
+                gate.wait(timeout=10)
+                out.append(store.apply(change, owner=None))
+
+            threads = [
+                threading.Thread(target=adopt, args=(j.id, f"p-{r}", barrier, won))
+                for j in (one, two)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            assert sorted(won) == [False, True], (r, won)
+        holders = [j.remote_id for j in store.jobs("c1") if j.remote_id]
+        assert len(holders) == len(set(holders)) == rounds
+    finally:
+        store.close()
