@@ -61,6 +61,11 @@ def simulator(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SimPro
         config.update(marker.args[0])
     sim = start_simulator(tmp_path, config)
     yield sim
+    stop_simulator(sim)
+
+
+def stop_simulator(sim: SimProcess) -> None:
+    """SIGTERM, as a user stops `runner simulate`; SIGKILL if it does not end in 10 s."""
     sim.process.send_signal(signal.SIGTERM)
     try:
         sim.process.wait(timeout=10)

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tests.acceptance.conftest import (
     db_rows,
     run_cli,
     start_simulator,
+    stop_simulator,
     write_jobfile,
 )
 
@@ -66,17 +66,6 @@ def build_campaign(folder: Path, sim: SimProcess, name: str = "accept") -> Path:
     assert third.returncode == 1, third.stderr
     sim.configure(faults={"create": None})
     return jobfile
-
-
-def stop_simulator(sim: SimProcess) -> None:
-    sim.process.send_signal(signal.SIGTERM)
-    try:
-        sim.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        sim.process.kill()
-        sim.process.wait()
-    if sim.process.stdout is not None:
-        sim.process.stdout.close()
 
 
 @pytest.fixture(scope="module")

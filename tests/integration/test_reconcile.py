@@ -81,39 +81,31 @@ def made(sim: SimHandle, input: dict[str, Any], model: str = MODEL, ago: float =
     return remote_id
 
 
-def lost(store: Store, key: str, submitted_at: float, name: str = "c1") -> None:
-    """Job `key` as a create whose answer was lost leaves it: reconciling, its attempt made."""
+def _attempted(store: Store, key: str, name: str, submitted_at: float, **values: Any) -> None:
+    """Job `key` once its create was attempted at `submitted_at`, and `values`."""
     with store.write() as conn:
         conn.execute(
             sa.update(jobs)
             .where(jobs.c.campaign == name, jobs.c.key == key)
             .values(
-                state=State.RECONCILING.value,
                 attempts=1,
                 submitted_at=submitted_at,
                 deadline_at=submitted_at + 7200,
                 next_attempt_at=0.0,
-                error="create got no usable answer (simulated); it may have been created",
+                **values,
             )
         )
+
+
+def lost(store: Store, key: str, submitted_at: float, name: str = "c1") -> None:
+    """Job `key` as a create whose answer was lost leaves it: reconciling, its attempt made."""
+    error = "create got no usable answer (simulated); it may have been created"
+    _attempted(store, key, name, submitted_at, state=State.RECONCILING.value, error=error)
 
 
 def holding(store: Store, key: str, remote_id: str, name: str = "c1") -> None:
     """Job `key` holds `remote_id`: created, answered, running."""
-    now = time.time()
-    with store.write() as conn:
-        conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.campaign == name, jobs.c.key == key)
-            .values(
-                state=State.RUNNING.value,
-                attempts=1,
-                submitted_at=now,
-                deadline_at=now + 7200,
-                remote_id=remote_id,
-                next_attempt_at=0.0,
-            )
-        )
+    _attempted(store, key, name, time.time(), state=State.RUNNING.value, remote_id=remote_id)
 
 
 def job(store: Store, key: str, name: str = "c1") -> Any:

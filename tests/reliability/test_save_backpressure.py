@@ -40,7 +40,13 @@ from runner.campaign import Limits
 from runner.simulator import SimConfig, running_in_thread
 from runner.store import Store, open_store
 from runner.worker.pool import PoolOptions
-from tests.acceptance.conftest import KEY_ENV, SimProcess, runner_env, start_simulator
+from tests.acceptance.conftest import (
+    KEY_ENV,
+    SimProcess,
+    runner_env,
+    start_simulator,
+    stop_simulator,
+)
 from tests.factories import BFL, campaign
 from tests.reliability.test_disk_full import any_small_fs, entries, fill
 
@@ -152,14 +158,7 @@ def create_times(sim: SimProcess) -> list[float]:
 def simulator(tmp_path: Path) -> Iterator[SimProcess]:
     sim = start_simulator(tmp_path, SIM)
     yield sim
-    sim.process.terminate()
-    try:
-        sim.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        sim.process.kill()
-        sim.process.wait()
-    if sim.process.stdout is not None:
-        sim.process.stdout.close()
+    stop_simulator(sim)
 
 
 @dataclass(frozen=True)

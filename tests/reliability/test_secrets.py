@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import stat
 import subprocess
@@ -47,6 +46,7 @@ from tests.acceptance.conftest import (
     run_cli,
     runner_env,
     start_simulator,
+    stop_simulator,
     write_jobfile,
 )
 
@@ -154,14 +154,7 @@ def sim(tmp_path: Path) -> Iterator[SimProcess]:
     config = {"duration_median": 0.2, "duration_sigma": 0.2, "faults": FAULTS}
     process = start_simulator(tmp_path / "sim", config)
     yield process
-    process.process.send_signal(signal.SIGTERM)
-    try:
-        process.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.process.kill()
-        process.process.wait()
-    if process.process.stdout is not None:
-        process.process.stdout.close()
+    stop_simulator(process)
 
 
 def _cli(tmp_path: Path, env: dict[str, str], name: str, *args: str) -> tuple[int, str]:
