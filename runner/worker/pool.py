@@ -799,7 +799,7 @@ class Worker:
             log.warning("job %s: cannot tell whether its create happened: %s", job.key, verdict)
             await self._apply(states.on_reconcile_unavailable(job, verdict.reason))
         elif isinstance(verdict, reconcile.Missing):
-            log.info("job %s: not created at the provider; submitting again", job.key)
+            log.info("job %s: not created at the provider; queued to be submitted again", job.key)
             limit = self.policies[job.campaign].max_attempts
             await self._apply(states.on_reconcile_missing(job, now, max_attempts=limit))
         else:
