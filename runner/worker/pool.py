@@ -796,7 +796,9 @@ class Worker:
         if isinstance(verdict, reconcile.Wait):
             await self._apply(states.on_reconcile_wait(job, now, verdict.reason))
         elif isinstance(verdict, reconcile.Unknowable):
-            log.warning("job %s: cannot tell whether its create happened: %s", job.key, verdict)
+            log.warning(
+                "job %s: cannot tell whether its create happened: %s", job.key, verdict.reason
+            )
             await self._apply(states.on_reconcile_unavailable(job, verdict.reason))
         elif isinstance(verdict, reconcile.Missing):
             log.info("job %s: not created at the provider; queued to be submitted again", job.key)
