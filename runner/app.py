@@ -20,6 +20,7 @@ import anyio
 
 from runner import progress
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
+from runner.descriptors import Reserve, raise_soft_limit, receiver_share, shortfall
 from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
 from runner.limits import CreateRate, Share
@@ -35,6 +36,7 @@ from runner.store import Store, open_store, peek_store, resolve_db
 if TYPE_CHECKING:
     import httpx
 
+    from runner.bounded_http import Bounds
     from runner.simulator import SimConfig
     from runner.webhooks import WebhookOptions
     from runner.worker.pool import CampaignRuntime, PoolOptions, RunReport, Worker
@@ -274,6 +276,23 @@ async def stopping(
             tg.cancel_scope.cancel()
 
 
+_warned: set[str] = set()
+
+
+def _receiver_bounds(soft: int, downloads: int, pools: int, simulate: bool) -> Bounds:
+    """The webhook receiver's share of the descriptors: what the worker's own work leaves
+    (`runner.descriptors`); a warning, once a process, when even that work does not fit."""
+    from runner.bounded_http import Bounds
+
+    reserve = Reserve(downloads=downloads, provider_pools=pools, simulator=simulate)
+    warning = shortfall(soft, reserve)
+    if warning is not None and warning not in _warned:
+        _warned.add(warning)
+        log.warning("%s", warning)
+    share = receiver_share(soft, reserve.total)
+    return Bounds(connections=share.connections, backlog=share.backlog)
+
+
 async def work(
     store: Store,
     names: list[str],
@@ -309,11 +328,15 @@ async def work(
     from runner.worker.download import file_client
     from runner.worker.pool import Worker
 
+    soft = raise_soft_limit()
+
     async def one_round(stops: Stops) -> RunReport:
         async with _simulator(simulate, sim_config, sim_url) as url:
             runtimes = _runtimes(store, names, url, transport)
             files = file_client()
             worker = Worker(store, runtimes, files, options)
+            pools, in_process = len(runtimes), simulate and not sim_url
+            bounds = _receiver_bounds(soft, worker.options.downloaders, pools, in_process)
 
             def stop() -> Stop | None:
                 return worker.stop
@@ -332,7 +355,12 @@ async def work(
                         if webhooks is not None:
                             providers = {name: r.provider for name, r in runtimes.items()}
                             await start_webhooks(
-                                tg, webhooks, providers, worker.hint, worker.note_unsupported
+                                tg,
+                                webhooks,
+                                providers,
+                                worker.hint,
+                                worker.note_unsupported,
+                                bounds,
                             )
                         await worker.run()
                         tg.cancel_scope.cancel()

@@ -21,6 +21,11 @@ The secret comes from the provider's `GET /v1/webhooks/default/secret` with the 
 when the worker starts; it stays in memory only (never in the database, a file or a log).
 Answers: 204 accepted; 400 missing or malformed headers, a replayed id, a body that is not a
 prediction; 401 a stale timestamp or no valid signature; 404 another path; 413 a body over 1 MB.
+
+Anyone who can reach the receiver can open connections to it: it holds them within bounds
+(`runner.bounded_http`: so many at once, from what the worker leaves spare of its limit of open
+files, `runner.descriptors`; a read deadline; idle ones closed), so that they cannot take the
+descriptors the worker's downloads need.
 """
 
 from __future__ import annotations
@@ -36,16 +41,18 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from runner.bounded_http import Bounds, Gate
 from runner.errors import InputError
 from runner.providers.base import ErrorKind, ProviderError, WebhookSource
 from runner.sockets import bind_tcp, url_of, uvicorn_running
@@ -225,7 +232,8 @@ class Receiver:
         return Response(reason + "\n", status, media_type="text/plain")
 
     async def _body(self, request: Request) -> bytes | None:
-        """The raw body, or None when it is over the cap (read no further than that)."""
+        """The raw body, or None when it is over the cap (read no further than that).
+        ClientDisconnect when the connection ends first (its read deadline among others)."""
         length = request.headers.get("content-length", "")
         if length and (not length.isdigit() or int(length) > self._max_body):
             return None
@@ -239,7 +247,10 @@ class Receiver:
     async def _handle(self, request: Request) -> Response:
         if not request.url.path.rstrip("/").endswith(PATH):
             return Response("not found\n", 404, media_type="text/plain")
-        body = await self._body(request)
+        try:
+            body = await self._body(request)
+        except ClientDisconnect:  # nobody is left to answer: nothing to refuse either
+            return Response(status_code=400)
         if body is None:
             return self._refuse(request, 413, f"body over {self._max_body} bytes")
         now = self._clock()
@@ -298,15 +309,25 @@ async def serve(
     host: str,
     port: int,
     *,
+    bounds: Bounds | None = None,
+    gate: Gate | None = None,
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on HOST:PORT until cancelled; reports `http://host:port` once listening."""
+    """Serve `app` on HOST:PORT until cancelled; reports `http://host:port` once listening.
+    Connections are held within `bounds` (`runner.bounded_http`); `gate`, when given, is the
+    one that counts them (tests read it)."""
+    gate = gate or Gate(bounds or Bounds())
     try:
-        sock = bind_tcp(host, port, backlog=128)
+        sock = bind_tcp(host, port, backlog=gate.bounds.backlog)
     except OSError as exc:
         raise InputError(f"--webhook-listen: cannot listen on {host}:{port}: {exc}") from None
     config = uvicorn.Config(
         app,
+        http=gate.protocol(),
+        timeout_keep_alive=gate.bounds.keep_alive,
+        h11_max_incomplete_event_size=gate.bounds.max_head,
+        # asyncio listens again with this one, whatever the socket was bound with
+        backlog=gate.bounds.backlog,
         log_level="warning",
         lifespan="off",
         ws="none",
@@ -366,9 +387,11 @@ async def start(
     providers: Mapping[str, object],
     hint: Hint,
     unsupported: Unsupported | None = None,
+    bounds: Bounds | None = None,
 ) -> Receiver | None:
-    """Fetch each account's secret, start the receiver in `tg`, and point the providers that
-    can send webhooks at it. None when no campaign can use webhooks (they poll as usual)."""
+    """Fetch each account's secret, start the receiver in `tg` (its connections held within
+    `bounds`), and point the providers that can send webhooks at it. None when no campaign
+    can use webhooks (they poll as usual)."""
     keys: list[bytes] = []
     enabled: list[WebhookSource] = []
     for name, provider in providers.items():
@@ -386,9 +409,15 @@ async def start(
         log.warning("webhooks: no campaign here can use them (Replicate style only); polling")
         return None
     receiver = Receiver(keys, hint)
-    url = await tg.start(serve, receiver.app, options.host, options.port)
+    bounds = bounds or Bounds()
+    url = await tg.start(partial(serve, bounds=bounds), receiver.app, options.host, options.port)
     target = (options.public_url or url).rstrip("/") + PATH
     for provider in enabled:
         provider.use_webhook(target)
-    log.info("webhooks: listening on %s; providers post to %s", url, target)
+    log.info(
+        "webhooks: listening on %s (at most %d connections at once); providers post to %s",
+        url,
+        bounds.connections,
+        target,
+    )
     return receiver

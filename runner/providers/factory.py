@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import httpx
 
 from runner.campaign import ProviderConfig
+from runner.descriptors import PROVIDER_CONNECTIONS
 from runner.presets import routes
 from runner.providers.base import Provider
 from runner.providers.bfl import BflProvider
@@ -74,8 +75,9 @@ def make_provider(
         timeout=httpx.Timeout(timeout, read=timeout + wait),
         # The key must go to the API host only: never follow a redirect elsewhere with it.
         follow_redirects=False,
-        # the worker's creates (PoolOptions.submitters) and queries at once, and some room
-        transport=transport or fast_transport(192),
+        # the worker's creates (PoolOptions.submitters) and queries at once, and some room;
+        # runner.descriptors keeps this many descriptors for each provider
+        transport=transport or fast_transport(PROVIDER_CONNECTIONS),
         event_hooks={"response": [clock.on_response]},
     )
     if config.style == "bfl":
