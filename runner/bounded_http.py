@@ -68,6 +68,7 @@ class Bounds:
 
 @dataclass
 class Counts:
+    opened: int = 0  # connections accepted (each then kept, or refused)
     evicted: int = 0  # connections owing a request closed to make room for a new one
     refused: int = 0  # new connections closed at once: at the cap, none owing a request
     too_slow: int = 0  # closed at the read deadline
@@ -106,6 +107,7 @@ class Gate:
             return False
         next(iter(self.waiting)).evict()
         self.counts.evicted += 1
+        self.tell()
         return True
 
     def tell(self) -> None:
@@ -143,6 +145,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         gate = self._gate
+        gate.counts.opened += 1
         if len(self.connections) >= gate.bounds.connections and not gate.make_room():
             # never registered with uvicorn: it holds its descriptor until the next loop turn
             self._refused = True

@@ -26,7 +26,8 @@ class Conn:
     started: float  # when connect() was called
     connected: float | None = None
     closed: float | None = None  # when the server's end of file or reset was seen
-    payload: bytes = b""  # sent once connected (all at once, or a byte per `drip` seconds)
+    head: bytes = b""  # sent at once when connected
+    payload: bytes = b""  # sent after it (all at once, or a byte per `drip` seconds)
     sent: int = 0
     next_byte: float = 0.0
     answer: bytes = b""
@@ -56,14 +57,15 @@ class Flood:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def open(self, count: int, payload: bytes = b"") -> None:
-        """Start `count` non-blocking connects; each sends `payload` once connected."""
+    def open(self, count: int, payload: bytes = b"", head: bytes = b"") -> list[Conn]:
+        """Start `count` non-blocking connects; each sends `head` then `payload` once
+        connected."""
         started = []
         for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             code = sock.connect_ex((self.host, self.port))
-            conn = Conn(sock, time.monotonic(), payload=payload)
+            conn = Conn(sock, time.monotonic(), head=head, payload=payload)
             if code not in (0, errno.EINPROGRESS):
                 self._failed(conn, code)
                 continue
@@ -74,6 +76,7 @@ class Flood:
                 self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
         if not self._thread.is_alive():
             self._thread.start()
+        return started
 
     def _failed(self, conn: Conn, code: int) -> None:
         name = errno.errorcode.get(code, str(code))
@@ -107,9 +110,10 @@ class Flood:
             conn.connected = now
             conn.next_byte = now
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-        if conn.payload and self.drip is None:
+        now_sent = conn.head + (conn.payload if self.drip is None else b"")
+        if now_sent:
             with contextlib.suppress(OSError):
-                conn.sent = conn.sock.send(conn.payload)
+                conn.sock.sendall(now_sent)
 
     def _readable(self, conn: Conn, now: float) -> None:
         try:
