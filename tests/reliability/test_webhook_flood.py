@@ -94,6 +94,9 @@ class Runner:
                 raise AssertionError(f"no {text!r} in the runner's output:\n{self.output()}")
             time.sleep(0.02)
 
+    def first(self, text: str) -> str:
+        return next(line for line in list(self.lines) if text in line)
+
     def output(self) -> str:
         return "\n".join(self.lines[-80:])
 
@@ -132,20 +135,21 @@ def running(folder: Path, nofile: str, port: int) -> Iterator[Runner]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    "nofile",
+    ("nofile", "cap"),
     [
-        "1024:4096",  # a soft limit the worker may raise
-        "1024:1024",  # one it may not: the receiver's share must come out of these 1024
+        ("1024:4096", 512),  # a soft limit the worker may raise: the receiver's largest share
+        ("1024:1024", 255),  # one it may not: 1024 less the worker's 685, less two backlogs
     ],
 )
 def test_ten_thousand_idle_connections_to_the_receiver_starve_no_download(
-    tmp_path: Path, simulator: SimProcess, nofile: str
+    tmp_path: Path, simulator: SimProcess, nofile: str, cap: int
 ) -> None:
     prompts = [f"a quiet harbour number {i}" for i in range(JOBS)]
     write_jobfile(tmp_path, simulator.url, prompts, style="replicate", extra=LIMITS)
     port = free_port()
     with running(tmp_path, nofile, port) as run, flooding("127.0.0.1", port) as flood:
         run.seen("webhooks: listening on", 60)
+        assert run.first("webhooks: listening on").find(f"(at most {cap} connections") > 0
         raised = soft_limit(run.process.pid)
         assert raised == int(nofile.split(":")[1])  # raised to the hard limit where it may
         peak = Peak(run.process.pid)

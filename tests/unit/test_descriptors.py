@@ -110,3 +110,13 @@ def test_a_limit_below_the_reserve_is_told_with_what_to_do() -> None:
     assert warning is not None
     assert "256" in warning and "685" in warning and "EMFILE" in warning
     assert "ulimit -n 685" in warning
+
+
+def test_the_worker_gives_the_receiver_the_share_its_limit_leaves() -> None:
+    from runner.app import _receiver_bounds
+    from runner.bounded_http import Bounds
+
+    assert _receiver_bounds(1024, 128, 1, False) == Bounds(connections=255, backlog=42)
+    assert _receiver_bounds(4096, 128, 1, False) == Bounds(connections=512, backlog=128)
+    # an in-process simulator's ends of the connections come out of the same limit
+    assert _receiver_bounds(1024, 128, 1, True) == Bounds(connections=8, backlog=8)
