@@ -6,7 +6,7 @@ Only to those of the same owner: the URL's registrable domain (eTLD+1, by the Pu
 List, whose private section makes `a.github.io` and `b.github.io` two owners, as `co.uk` does
 for its names) must be the base URL's, over a scheme at least as safe, on the same port. An IP
 address, or a name that only a resolver would read as one, matches only itself. Anything
-unusual (user info, a malformed or out-of-range port, a character no hostname has) is refused:
+unusual (user info, a malformed port, a character no hostname has) is refused:
 the caller then asks through the base URL instead, which costs nothing but the region's host.
 
 The list is the one bundled by `publicsuffixlist`, read once per process; nothing is fetched.
@@ -45,9 +45,10 @@ def registrable_domain(host: str) -> str | None:
 def _host(url: httpx.URL) -> str | None:
     """The host a request to `url` connects to, in a form two URLs can be compared by: an IP
     address as the address, a name in lower-case ASCII without its final dot; None when it is
-    neither (empty labels, percent signs, backslashes: where URL parsers disagree)."""
+    neither (empty labels, percent signs, backslashes: where URL parsers disagree). httpx has
+    lower-cased the name and IDNA-encoded it already."""
     try:
-        raw = url.raw_host.decode("ascii").lower()
+        raw = url.raw_host.decode("ascii")
     except UnicodeDecodeError:
         return None
     try:
@@ -69,9 +70,8 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def _port(url: httpx.URL) -> int | None:
-    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme)
-    return port if port is not None and 0 < port < 65536 else None
+def _port(url: httpx.URL) -> int:
+    return url.port if url.port is not None else _DEFAULT_PORTS[url.scheme]
 
 
 def same_api_domain(url: str | httpx.URL, base_url: str | httpx.URL) -> bool:
@@ -86,11 +86,10 @@ def same_api_domain(url: str | httpx.URL, base_url: str | httpx.URL) -> bool:
     if target.scheme not in _DEFAULT_PORTS or target.userinfo:
         return False
     host, base_host = _host(target), _host(base)
-    port, base_port = _port(target), _port(base)
-    if host is None or base_host is None or port is None or base_port is None:
+    if host is None or base_host is None:
         return False
     if target.scheme == base.scheme:
-        if port != base_port:
+        if _port(target) != _port(base):
             return False
     elif target.port is not None or base.port is not None:
         return False  # upgraded to https: only from the default port to the default port
