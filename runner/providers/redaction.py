@@ -81,7 +81,9 @@ class Secrets:
         # Only the forms of the innermost secrets are looked for: a form of "Bearer KEY" holds
         # a form of KEY (base64 of a longer string holds one of KEY's three stable middles).
         inner = [v for v in self.values if not any(o != v and o in v for o in self.values)]
-        find = sorted({form for value in inner for form in forms(value)}, key=len, reverse=True)
+        found = {form for value in inner for form in forms(value)}
+        # and of those, none that holds another (the whole base64 holds its stable middle)
+        find = [form for form in found if not any(o != form and o in form for o in found)]
         every = sorted({form for value in self.values for form in forms(value)})
         # longest first, so that at one position the whole encoding wins over its middle
         every.sort(key=len, reverse=True)

@@ -431,6 +431,12 @@ class _EchoHandler(BaseHTTPRequestHandler):
             "application/json",
         ),
         "slow": lambda e, a, t: (500, e, "text/plain"),
+        # `GET /v1/account` (runner doctor prints the account's name), base64 of the header
+        "200-account-echo": lambda e, a, t: (
+            200,
+            json.dumps({"username": "acct-" + base64.b64encode(a.encode()).decode()}),
+            "application/json",
+        ),
     }
 
 
@@ -644,6 +650,20 @@ def test_a_polling_url_on_another_port_of_the_api_host_never_gets_the_key(
         polls = sim.sim.stats()["polls"]
     assert echo.seen == [], "the other port was asked, with the key"
     assert status.phase is Phase.SUCCEEDED and polls == 1
+
+
+def test_doctor_prints_no_key_that_an_account_answer_echoes(
+    echo: _EchoServer, tmp_path: Path
+) -> None:
+    key = make_canary()
+    echo.mode = "200-account-echo"
+    base = f"http://127.0.0.1:{echo.server_address[1]}"
+    jobfile = write_jobfile(tmp_path, base, PROMPTS, style="replicate", name="doctor")
+    done = run_cli("doctor", str(jobfile), cwd=tmp_path, env=runner_env(**{KEY_ENV: key}))
+    said = done.stdout + done.stderr
+    assert "accepts the key" in said and f"(account acct-{REDACTED}" in said, said
+    assert not find_key(said.encode(), key), said
+    assert any(request.get("Authorization") == f"Bearer {key}" for request in echo.seen)
 
 
 # -- the redaction itself ----------------------------------------------------------------------
