@@ -35,9 +35,7 @@ _OPTIONAL = ("cancel", "list", "secret")
 
 # Transport failures that happen before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-_AUTH_HEADERS = frozenset(name.encode() for name in AUTH_HEADERS)
+_AUTH_HEADERS = frozenset(name.encode() for name in AUTH_HEADERS)  # as httpx keeps them: bytes
 
 
 def _header_text(value: bytes) -> str:
