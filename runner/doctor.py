@@ -11,6 +11,7 @@ folders have room (a warning under 1 GB). Nothing is created or changed, and a k
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from runner.campaign import CampaignSettings, ProviderConfig
 from runner.jobfile import load_jobfile
 from runner.presets import routes, simulated
+from runner.providers.errors import credentials
 from runner.providers.factory import auth_headers
 from runner.store import DatabaseError, peek_store, resolve_db
 from runner.store.migrate import current_revision, head_revision
@@ -142,13 +144,17 @@ async def _provider(provider: ProviderConfig, names: list[str], sim_url: str | N
     elif "account" not in routes(config):
         # an aggregator documents no account route: ask for an unknown prediction instead
         url = f"{base}/v1/predictions/{uuid.uuid4().hex}"
+    headers = auth_headers(config, key)
+    # what the answer says (an account name, an error) is printed: never with the key in it
+    secrets = credentials(httpx.Headers(headers))
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT, headers=auth_headers(config, key)) as client:
+        async with httpx.AsyncClient(timeout=TIMEOUT, headers=headers) as client:
             response = await client.get(url, params=params)
     except httpx.HTTPError as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = secrets.redact(str(exc) or type(exc).__name__)
         return [*checks, Check("FAIL", what, f"cannot be reached: {reason}")]
-    checks.append(_judge(config, what, env, response))
+    judged = _judge(config, what, env, response)
+    checks.append(dataclasses.replace(judged, detail=secrets.redact(judged.detail)))
     return checks
 
 

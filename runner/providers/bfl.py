@@ -10,7 +10,6 @@ but only when it belongs to the API's own domain: the key is never sent anywhere
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,7 +23,10 @@ from runner.providers.base import (
     RemoteStatus,
     Submission,
 )
+from runner.providers.domains import registrable_domain, same_api_domain
 from runner.providers.errors import api_url, request_json
+
+__all__ = ["BflProvider", "parse_result", "same_api_domain"]
 
 _PHASES = {
     "Pending": Phase.PENDING,
@@ -34,27 +36,6 @@ _PHASES = {
     "Content Moderated": Phase.MODERATED,
     "Task not found": Phase.NOT_FOUND,
 }
-
-
-def _domain(host: str) -> str:
-    parts = host.lower().split(".")
-    if host.replace(".", "").isdigit() or len(parts) <= 2:
-        return host.lower()
-    return ".".join(parts[-2:])
-
-
-def same_api_domain(url: str, base_url: str) -> bool:
-    """Whether `url` may receive the key: http(s) on the base URL's host or its domain."""
-    try:
-        target, base = urlsplit(url), urlsplit(base_url)
-        hostname, _ = target.hostname, target.port  # .port raises on a malformed port
-    except ValueError:
-        return False  # malformed: never trusted with the key (get_result is used instead)
-    if target.scheme not in ("http", "https") or not hostname or not base.hostname:
-        return False
-    host = hostname.lower()
-    domain = _domain(base.hostname)
-    return host == base.hostname.lower() or host == domain or host.endswith("." + domain)
 
 
 def parse_result(body: Any) -> RemoteStatus:
@@ -94,6 +75,8 @@ class BflProvider:
         self.config = config
         self.client = client
         self.base = config.base_url.rstrip("/")
+        if config.poll == "polling_url":
+            registrable_domain("bfl.ai")  # read the suffix list now, not during a first poll
 
     async def create(
         self, model: str, input: dict[str, Any], *, deadline_seconds: float | None
@@ -113,11 +96,14 @@ class BflProvider:
 
     def status_url(self, handle: Handle) -> httpx.URL:
         url = handle.polling_url
-        if self.config.poll == "polling_url" and url and same_api_domain(url, self.base):
+        if self.config.poll == "polling_url" and url:
             try:
-                return httpx.URL(url)  # verbatim, query string included
+                target = httpx.URL(url)  # verbatim, query string included
             except httpx.InvalidURL:
-                pass  # malformed: ask get_result instead
+                target = None  # malformed: ask get_result instead
+            # decided on the very URL the request goes to, so no two parsers can disagree
+            if target is not None and same_api_domain(target, api_url(self.base)):
+                return target
         return httpx.URL(f"{self.base}/v1/get_result", params={"id": handle.remote_id})
 
     async def poll(self, handle: Handle) -> RemoteStatus:

@@ -20,6 +20,14 @@ import aiohttp
 import httpx
 
 from runner.providers.base import ErrorKind, ProviderError
+from runner.providers.redaction import (
+    AUTH_HEADERS,
+    NO_SECRETS,
+    Secrets,
+    header_secrets,
+    secrets_of,
+)
+from runner.providers.redaction import REDACTED as REDACTED  # what a removed secret reads as
 
 Operation = Literal["create", "poll", "cancel", "list", "secret"]
 # Routes a style has but an account may not serve: a 404 or 405 there means "not here".
@@ -27,39 +35,53 @@ _OPTIONAL = ("cancel", "list", "secret")
 
 # Transport failures that happen before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-# Headers that carry the API key; an answer that echoes one must not carry it into an error.
-_AUTH_HEADERS = ("authorization", "x-key", "proxy-authorization", "x-api-key", "api-key")
-_MIN_SECRET = 8  # shorter values are not keys, and replacing them would garble messages
-REDACTED = "[redacted]"
+_AUTH_HEADERS = frozenset(name.encode() for name in AUTH_HEADERS)  # as httpx keeps them: bytes
 
 
-def credentials(headers: httpx.Headers) -> tuple[str, ...]:
-    """The secrets in a request's headers: each auth header's value and its token after the
-    scheme ("Bearer <token>"), longest first."""
-    found: set[str] = set()
-    for name in _AUTH_HEADERS:
-        for value in headers.get_list(name):
-            value = value.strip()
-            token = value.partition(" ")[2].strip() or value
-            if len(token) >= _MIN_SECRET:
-                found.update((value, token))
-    return tuple(sorted(found, key=len, reverse=True))
+def _header_text(value: bytes) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of each secret replaced by "[redacted]"."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+def credentials(headers: httpx.Headers) -> Secrets:
+    """The secrets in a request's headers (each auth header's value and its token after the
+    scheme, "Bearer <token>"), with every form an answer could echo them in. Run for every
+    answer: the raw headers are read, which costs a quarter of decoding them all."""
+    return header_secrets(
+        (name.decode(), _header_text(value))
+        for name, value in headers.raw
+        if name.lower() in _AUTH_HEADERS
+    )
 
 
-def _sent_credentials(message: httpx.Response | httpx.HTTPError) -> tuple[str, ...]:
+def redact(text: str, secrets: Secrets | Iterable[str]) -> str:
+    """`text` with every form of each secret (as is, base64, percent-encoded, hex: see
+    `runner.providers.redaction.forms`) replaced by "[redacted]"."""
+    if not isinstance(secrets, Secrets):
+        secrets = secrets_of(secrets)
+    return secrets.redact(text)
+
+
+def _sent_credentials(message: httpx.Response | httpx.HTTPError) -> Secrets:
     try:
         request = message.request
     except RuntimeError:  # built without a request (unit tests)
-        return ()
+        return NO_SECRETS
     return credentials(request.headers)
+
+
+def _answer_bytes(content: bytes, secrets: Secrets) -> bytes:
+    """An answer's body with the secrets' every form removed, before it is parsed: what a
+    successful answer says (a failed generation's error, a URL) is stored and logged too."""
+    encoding = json.detect_encoding(content)
+    if encoding.startswith("utf-8"):
+        return secrets.redact_bytes(content)
+    # UTF-16 or UTF-32, which json reads as well: the forms are searched in its text
+    text = content.decode(encoding, errors="replace")
+    redacted = secrets.redact(text)
+    return content if redacted is text else redacted.encode()
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -80,8 +102,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _message(body: Any, response: httpx.Response) -> str:
-    """The provider's own words: problem+json `detail`/`title`, `invalid_fields`, BFL's list."""
+def _message(body: Any, response: httpx.Response, secrets: Secrets) -> str:
+    """The provider's own words (problem+json `detail`/`title`, `invalid_fields`, BFL's list),
+    redacted before it is cut short: a key cut in two would keep its first half."""
     if isinstance(body, dict):
         parts: list[str] = []
         detail = body.get("detail")
@@ -98,9 +121,9 @@ def _message(body: Any, response: httpx.Response) -> str:
             if isinstance(field, dict):
                 parts.append(f"{field.get('field', '?')}: {field.get('description', '')}")
         if parts:
-            return "; ".join(parts)
-    text = response.text.strip()
-    return text[:300] if text else response.reason_phrase or "no details"
+            return secrets.redact("; ".join(parts))
+    text = secrets.redact(response.text.strip())
+    return text[:300] if text else secrets.redact(response.reason_phrase) or "no details"
 
 
 def from_response(response: httpx.Response, op: Operation) -> ProviderError:
@@ -110,7 +133,7 @@ def from_response(response: httpx.Response, op: Operation) -> ProviderError:
     except ValueError:
         body = None
     code = response.status_code
-    message = redact(_message(body, response), _sent_credentials(response))
+    message = _message(body, response, _sent_credentials(response))
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if retry_after is None and isinstance(body, dict):
         value = body.get("retry_after")
@@ -147,8 +170,8 @@ def from_exception(exc: httpx.HTTPError) -> ProviderError:
     name = type(exc).__name__
     secrets = _sent_credentials(exc)
     if _never_sent(exc):
-        return ProviderError(ErrorKind.NETWORK, redact(f"{name}: {exc}", secrets), maybe_sent=False)
-    text = redact(f"{name}: {exc or 'no answer'}", secrets)
+        return ProviderError(ErrorKind.NETWORK, secrets.redact(f"{name}: {exc}"), maybe_sent=False)
+    text = secrets.redact(f"{name}: {exc or 'no answer'}")
     return ProviderError(ErrorKind.TIMEOUT, text, maybe_sent=True)
 
 
@@ -164,7 +187,8 @@ async def request_json(
 ) -> tuple[int, Any]:
     """Send one request; return (status, JSON body) or raise a classified ProviderError.
 
-    No text of the answer reaches an error or the caller with the request's key in it. Errors
+    No text of the answer reaches an error or the caller with the request's key in it, in any
+    form (`runner.providers.redaction`), whatever the status. Errors
     are raised outside the `except` blocks so that they chain to nothing: the transport's own
     exceptions can carry the request's headers (aiohttp's repr shows them all).
     """
@@ -177,21 +201,19 @@ async def request_json(
         # A malformed answer the transport does not translate (a bad status line or header):
         # the request was sent, so on a create it may have been billed.
         secrets = credentials(httpx.Headers({**client.headers, **(kwargs.get("headers") or {})}))
-        text = redact(f"{type(exc).__name__}: {exc}", secrets)
+        text = secrets.redact(f"{type(exc).__name__}: {exc}")
         failure = ProviderError(ErrorKind.TIMEOUT, text, maybe_sent=True)
     if failure is not None:
         raise failure
     if response.status_code >= 400:
         raise from_response(response, op)
-    content = response.content
     secrets = _sent_credentials(response)
-    if any(secret.encode() in content for secret in secrets):
-        content = redact(response.text, secrets).encode()
+    content = _answer_bytes(response.content, secrets)
     try:
         return response.status_code, json.loads(content)
     except ValueError:
         pass
-    text = redact(response.text, secrets)
+    text = secrets.redact(response.text)
     raise ProviderError(
         ErrorKind.PROTOCOL, f"answer is not JSON: {text[:200]!r}", status_code=response.status_code
     )

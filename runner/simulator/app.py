@@ -26,6 +26,7 @@ from runner.simulator._http import (
     sim_of,
 )
 from runner.simulator.bfl_api import BflApi
+from runner.simulator.echo import EchoKey
 from runner.simulator.images import FORMATS, content_type
 from runner.simulator.replicate_api import ReplicateApi
 from runner.simulator.state import Simulator
@@ -203,6 +204,8 @@ def create_app(sim: Simulator) -> Starlette:
     app.state.sim = sim
     # set by the server when it shuts down, so requests held by `Prefer: wait` answer at once
     app.state.stopping = False
+    # innermost: it sees the answers cut off on purpose before `_DateHeader` unmarks them
+    app.add_middleware(EchoKey, sim=sim)
     app.add_middleware(_CountStatuses, sim=sim)
     app.add_middleware(_DateHeader, sim=sim)
     return app

@@ -114,6 +114,10 @@ WEBHOOK_MODES = (
     "replay",  # the valid request, then the very same request again
 )
 
+# How a debugging proxy in front of the API may echo the caller's key (`echo_key`), as
+# `runner.simulator.echo` writes it.
+ECHO_ENCODINGS = ("plain", "base64", "base64url", "url", "hex")
+
 # Routes that DeerAPI and CometAPI do not document under `/replicate` and `/flux`; the
 # simulator's aggregator mounts answer them 404 unless `aggregator_routes` names them.
 AGGREGATOR_ROUTES = (
@@ -292,6 +296,9 @@ class SimConfig:
     # webhooks (Replicate style): how they are sent, and how long after completion
     webhook_mode: str = "valid"
     webhook_delay: float = 0.0
+    # a debugging proxy that copies the caller's Authorization / x-key value into error answers
+    # and predictions' logs and errors, in these encodings (one of ECHO_ENCODINGS, or a list)
+    echo_key: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.faults, dict):
@@ -308,6 +315,13 @@ class SimConfig:
 
     def fault(self, route: str) -> FaultSpec:
         return self.faults.get(route) or FaultSpec()
+
+    @property
+    def echo_encodings(self) -> tuple[str, ...]:
+        """The encodings `echo_key` asks for, none when it is off."""
+        if self.echo_key is None:
+            return ()
+        return (self.echo_key,) if isinstance(self.echo_key, str) else tuple(self.echo_key)
 
     def _validate(self) -> None:
         for name in (
@@ -349,6 +363,15 @@ class SimConfig:
             raise ValueError(
                 f"webhook_mode must be one of {WEBHOOK_MODES}, got {self.webhook_mode!r}"
             )
+        if self.echo_key is not None:
+            echoed = [self.echo_key] if isinstance(self.echo_key, str) else self.echo_key
+            _string_list("echo_key", echoed)
+            unknown_encodings = [e for e in echoed if e not in ECHO_ENCODINGS]
+            if unknown_encodings or not echoed:
+                raise ValueError(
+                    f"echo_key must be null, one of {ECHO_ENCODINGS} or a non-empty list of "
+                    f"them, got {self.echo_key!r}"
+                )
         _string_list("aggregator_routes", self.aggregator_routes)
         unknown_routes = [r for r in self.aggregator_routes if r not in AGGREGATOR_ROUTES]
         if unknown_routes:
@@ -396,6 +419,7 @@ class SimConfig:
             "unknown_models",
             "bfl_models",
             "aggregator_routes",
+            "echo_key",
         ):
             if isinstance(values.get(name), tuple):
                 values[name] = list(values[name])
