@@ -24,7 +24,7 @@ from runner.durations import parse_duration
 from runner.errors import EXIT_BAD_INPUT, EXIT_STOPPED, InputError
 from runner.overview import format_counts
 from runner.states import RETRYABLE_BY_USER, State
-from runner.store import DatabaseError, open_store, resolve_db
+from runner.store import DatabaseError, open_reader, open_store, resolve_db
 
 if TYPE_CHECKING:
     from runner.app import RunReport
@@ -104,6 +104,22 @@ class RunnerGroup(click.Group):
         except (InputError, DatabaseError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+        except BaseExceptionGroup as group:
+            # raised inside a task group (the worker's, the simulator's): the same paragraph
+            first = _user_error(group)
+            if first is None:
+                raise
+            click.echo(f"error: {first}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+def _user_error(group: BaseExceptionGroup[Any]) -> Exception | None:
+    """The user's mistake (or the database's fault) a task group's exceptions hold, if any."""
+    matched, _ = group.split((InputError, DatabaseError))
+    found: BaseException | None = matched
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, Exception) else None
 
 
 simulate_option = click.option(
@@ -432,7 +448,7 @@ def status(campaign: str | None, db: str | None, as_json: bool) -> None:
     """
     from runner import overview
 
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign and campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     view = overview.overview(store, campaign)
@@ -583,7 +599,7 @@ def jobs_command(campaign: str, db: str | None, states_: str | None, as_json: bo
     from runner.report.jobs_view import parse_states, write_listing
 
     wanted = parse_states(states_)
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     with stdout_pipe() as out:
@@ -628,7 +644,7 @@ def export_command(
     from runner.report.files import atomic_text, stdout_pipe
     from runner.report.provenance import write_all_sidecars
 
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     if sidecars:
@@ -674,7 +690,7 @@ def gallery_command(campaign: str, db: str | None, out_dir: str | None) -> None:
 
     from runner.report.gallery import render_gallery
 
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     page, count = render_gallery(store, campaign, Path(out_dir) if out_dir else None)

@@ -1,14 +1,15 @@
 """The one place that runs SQL: opens the database, migrates it, runs the statements.
 
-SQLite is opened in WAL mode with a busy timeout, and every write transaction takes the write
-lock up front (BEGIN IMMEDIATE), so two processes never deadlock upgrading a read lock; reads
-use a deferred BEGIN. The store is synchronous: the async worker calls it from a worker thread.
-It never holds an API key; it holds the name of the variable that does.
+Whether a database is fit to be opened (new, lost its tables, damaged, read-only) and how, is
+`runner.store.health`'s and `runner.store.opening`'s. SQLite is opened in WAL mode with a busy
+timeout, and every write transaction takes the write lock up front (BEGIN IMMEDIATE), so two
+processes never deadlock upgrading a read lock; reads use a deferred BEGIN. The store is
+synchronous: the async worker calls it from a worker thread. It never holds an API key; it
+holds the name of the variable that does.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import operator
 import os
@@ -27,18 +28,14 @@ from runner import jsontext
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
 from runner.reconcile import Attempt
 from runner.states import IN_FLIGHT, Change, Job, State
-from runner.store import migrate, queries
+from runner.store import health, migrate, opening, queries
+from runner.store.health import DatabaseError
 from runner.store.schema import jobs, workers
 
-BUSY_TIMEOUT_MS = 30_000
 ORPHANED_SUBMIT = (
     "the process submitting this job stopped before the provider's answer was saved; it may "
     "have been created and billed"
 )
-
-
-class DatabaseError(Exception):
-    """The database cannot be used as asked (missing, not a runner database, too new)."""
 
 
 @dataclass(frozen=True)
@@ -83,119 +80,98 @@ def resolve_db(db: str | None, jobfile: str | os.PathLike[str] | None = None) ->
     return "runner.db"
 
 
-def database_url(db: str) -> str:
-    """Accept a SQLAlchemy URL or a plain file path."""
-    if "://" in db:
-        return db
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
-
-
-def _sqlite_path(url: sa.URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database)
-
-
-def _make_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(
-        url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
-    )
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin event, not pysqlite, decide how transactions start.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("readonly"):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-@contextmanager
-def _opening(path: Path | None) -> Iterator[None]:
-    """One process at a time sets up a SQLite file: switching a new file to WAL fails at once
-    ("database is locked", without waiting) while another connection does the same.
-
-    The lock is taken on the folder, never on the database file: closing any descriptor of the
-    database file would drop the POSIX locks SQLite's own connections in this process hold on
-    it, and another process could then delete the WAL under them.
-    """
-    if path is None:
-        yield
-        return
-    folder = os.open(path.parent, os.O_RDONLY)
+def _migrate(engine: Engine, target: opening.Target) -> None:
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # releases the flock
+        with opening.opening(target.path):
+            migrate.upgrade(engine)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        raise DatabaseError(f"cannot open the database at {target.place.shown}: {exc}") from exc
 
 
 def open_store(db: str, *, create: bool = True) -> Store:
-    """Open (and, when `create`, make) a database and bring its schema to the newest version."""
-    url = database_url(db)
-    path = _sqlite_path(sa.make_url(url))
+    """Open (and, when `create`, make) a database to write to, and bring its schema to the
+    newest version. A database that lost its tables, is someone else's, is damaged or cannot
+    be written here raises DatabaseError, before anything is written."""
+    target = opening.target(db)
+    path = target.path
     if path is not None:
-        if not path.exists():
-            if not create:
-                raise DatabaseError(
-                    f"no runner database at {path}. Pass --db with the right path or URL "
-                    "(or set RUNNER_DB), or run a job file first to create one."
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Owner-only from the first byte: the database records prompts and provider URLs.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        elif path.is_dir():
-            raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
-    engine = _make_engine(url)
+        size = target.size
+        if size is None and not create:
+            raise opening.missing(target)
+        if size == 0 and not create:
+            raise DatabaseError(health.no_tables(target.place))
+        if size:
+            if opening.access_of(path) != "write":
+                reason = opening.why_read_only(path)
+                raise DatabaseError(health.read_only(target.place, reason))
+            opening.refuse_unfit(target, opening.look(target))
+        else:
+            opening.make_sqlite(target, migrate.upgrade)
+    else:
+        found = opening.look(target)
+        opening.refuse_unfit(target, found)
+        if found.kind == "new" and not create:
+            raise DatabaseError(health.no_tables(target.place))
+    engine = opening.make_engine(target)
     try:
-        with _opening(path):
-            migrate.upgrade(engine)
-    except Exception as exc:
+        _migrate(engine, target)
+    except BaseException:
         engine.dispose()
-        raise DatabaseError(f"cannot open the database at {url}: {exc}") from exc
+        raise
     return Store(engine)
 
 
+def open_reader(db: str) -> Store:
+    """Open an existing database to read it (`status`, `jobs`, `export`, `gallery`). Where it
+    can be written it is opened as `open_store(create=False)` does; a read-only file or mount
+    is read as it is (read-only, or immutable where SQLite could not keep its -wal beside it),
+    and must then be at the newest schema."""
+    target = opening.target(db)
+    path = target.path
+    if path is None:
+        return open_store(db, create=False)
+    size = target.size
+    if size is None:
+        raise opening.missing(target)
+    if size == 0:
+        raise DatabaseError(health.no_tables(target.place))
+    access = opening.access_of(path)
+    if access == "write":
+        return open_store(db, create=False)
+    found = opening.look(target, access)
+    opening.refuse_unfit(target, found)
+    if found.revision != migrate.SCHEMA_REVISION:
+        raise DatabaseError(
+            f"the database at {target.place.shown} is at schema revision {found.revision}, "
+            f"not {migrate.SCHEMA_REVISION}, and read-only here ({opening.why_read_only(path)}), "
+            "so it cannot be upgraded: run `runner db upgrade --db PATH` where it can be "
+            "written, or with an older runner."
+        )
+    return Store(opening.make_engine(target, access))
+
+
 def peek_store(db: str) -> Store | None:
-    """Open an existing, current database to read it, creating and migrating nothing (for
-    `runner run --dry-run`). None when there is no runner database there yet."""
-    url = database_url(db)
-    path = _sqlite_path(sa.make_url(url))
-    if path is not None:
-        if not path.exists():
-            return None
-        if path.is_dir():
-            raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
-    engine = sa.create_engine(url)
-    try:
-        revision = migrate.current_revision(engine)
-    except Exception as exc:
-        engine.dispose()
-        raise DatabaseError(f"cannot read the database at {url}: {exc}") from exc
-    if revision == migrate.SCHEMA_REVISION:
-        return Store(engine)
-    engine.dispose()
-    if revision is None:
+    """Open an existing, current database to read it, creating, migrating and writing nothing
+    (for `runner run --dry-run` and `runner doctor`). None when there is no runner database
+    there yet."""
+    target = opening.target(db)
+    path = target.path
+    if path is not None and not target.size:
         return None
-    raise DatabaseError(
-        f"the database at {url} is at schema revision {revision}, not {migrate.SCHEMA_REVISION}; "
-        "run `runner db upgrade` (or a command that writes) first."
-    )
+    access = "read" if path is None else opening.access_of(path)
+    found = opening.look(target, access)
+    opening.refuse_unfit(target, found)
+    if found.kind == "new":
+        return None
+    if found.revision != migrate.SCHEMA_REVISION:
+        raise DatabaseError(
+            f"the database at {target.place.shown} is at schema revision {found.revision}, "
+            f"not {migrate.SCHEMA_REVISION}; run `runner db upgrade` (or a command that "
+            "writes) first."
+        )
+    return Store(opening.make_engine(target, "read" if access == "write" else access))
 
 
 def _row_to_job(row: Any) -> Job:
@@ -674,7 +650,13 @@ def _write_change(
     )
     driver = conn.connection.driver_connection  # sqlite3's or psycopg's own connection
     assert driver is not None
-    return int(driver.execute(sql, params).rowcount)
+    try:
+        return int(driver.execute(sql, params).rowcount)
+    except Exception as exc:  # below SQLAlchemy, so its handle_error does not see this
+        text = health.explain(str(exc), opening.place_of(conn.engine.url))
+        if text is None:
+            raise
+        raise DatabaseError(text) from exc
 
 
 # The columns of `_job_rows`, in the order SQLite's INSERT takes them (no reordering there).
