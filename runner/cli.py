@@ -201,6 +201,31 @@ def _webhooks(listen: str | None, url: str | None) -> WebhookOptions | None:
     return WebhookOptions(host, port, public)
 
 
+move_queued_option = click.option(
+    "--move-queued",
+    is_flag=True,
+    help="The campaign of this name in the database uses another provider account or other "
+    "models: make the job file the campaign's from now on. Its queued jobs (never created) "
+    "follow the file, those the file no longer lists are withdrawn; jobs already created stay "
+    "with the account that created them and are followed there.",
+)
+from_sidecars_option = click.option(
+    "--from-sidecars",
+    is_flag=True,
+    help="For a database that lost the campaign's jobs: record each job whose images and .json "
+    "sidecars are in the output folder as done (sha256 checked) instead of buying it again.",
+)
+
+
+def _enqueued(enq: Any) -> None:
+    name = enq.settings.name
+    if enq.moved is not None:
+        click.echo(enq.moved.describe(name))
+    if enq.recovered:
+        click.echo(f"{name}: {enq.recovered} job(s) recorded as done from their sidecars")
+    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+
+
 db_option = click.option(
     "--db",
     metavar="PATH|URL",
@@ -284,6 +309,8 @@ def _dry_run(jobfile: str, db: str | None, simulate: bool) -> None:
 @simulator_url_option
 @webhook_listen_option
 @webhook_url_option
+@move_queued_option
+@from_sidecars_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -299,6 +326,8 @@ def run(
     simulator_url: str | None,
     webhook_listen: str | None,
     webhook_url: str | None,
+    move_queued: bool,
+    from_sidecars: bool,
     dry_run: bool,
 ) -> None:
     """Enqueue JOBFILE's new jobs and work until every job of the campaign is settled.
@@ -314,9 +343,11 @@ def run(
         _dry_run(jobfile, db, simulate)
         return
     webhooks = _webhooks(webhook_listen, webhook_url)
-    store, enq = app.submit(jobfile, db, simulate=simulate)
+    store, enq = app.submit(
+        jobfile, db, simulate=simulate, move_queued=move_queued, from_sidecars=from_sidecars
+    )
     name = enq.settings.name
-    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+    _enqueued(enq)
     report = _run_async(
         lambda: app.work(
             store,
@@ -340,13 +371,16 @@ def run(
 @cli.command(epilog=EPILOG)
 @click.argument("jobfile", type=click.Path(dir_okay=False))
 @db_option
-def submit(jobfile: str, db: str | None) -> None:
+@move_queued_option
+@from_sidecars_option
+def submit(jobfile: str, db: str | None, move_queued: bool, from_sidecars: bool) -> None:
     """Validate JOBFILE and enqueue its new jobs without working them."""
     from runner import app
 
-    _, enq = app.submit(jobfile, db, simulate=True)
-    name = enq.settings.name
-    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+    _, enq = app.submit(
+        jobfile, db, simulate=True, move_queued=move_queued, from_sidecars=from_sidecars
+    )
+    _enqueued(enq)
 
 
 @cli.command(epilog=EPILOG)

@@ -551,3 +551,69 @@ def upsert_account(dialect: str, key: str, facts: dict[str, Any], now: float) ->
     return insert.on_conflict_do_update(
         index_elements=[accounts.c.key], set_={"facts": facts, "updated_at": now}
     )
+
+
+# -- continuing a campaign: clashes, moves, recovery (`runner.store.campaigns`) -------------------
+
+
+def distinct_models(name: str) -> Executable:
+    return sa.select(jobs.c.model).where(jobs.c.campaign == name).distinct()
+
+
+def job_ids_in(name: str, states: Iterable[State]) -> Executable:
+    wanted = [s.value for s in states]
+    return sa.select(jobs.c.id, jobs.c.key).where(jobs.c.campaign == name, jobs.c.state.in_(wanted))
+
+
+def leased_job(name: str, now: float) -> Executable:
+    """One job of the campaign some worker holds right now, if any."""
+    return (
+        sa.select(jobs.c.key, jobs.c.lease_owner)
+        .where(jobs.c.campaign == name, jobs.c.lease_owner.is_not(None))
+        .where(jobs.c.lease_expires_at > now)
+        .limit(1)
+    )
+
+
+def delete_queued(ids: Sequence[int]) -> Executable:
+    return sa.delete(jobs).where(jobs.c.id.in_(ids), jobs.c.state == State.QUEUED.value)
+
+
+def update_queued() -> Executable:
+    """A queued job becomes another job file's job of the same key (executed per row)."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state == State.QUEUED.value)
+        .values(
+            idx=sa.bindparam("new_idx"),
+            provider=sa.bindparam("new_provider"),
+            model=sa.bindparam("new_model"),
+            input=sa.bindparam("new_input", type_=sa.JSON),
+            meta=sa.bindparam("new_meta", type_=sa.JSON),
+            input_hash=sa.bindparam("new_input_hash"),
+            updated_at=sa.bindparam("now"),
+        )
+    )
+
+
+def recover_queued(name: str) -> Executable:
+    """A queued job recorded as done from its provenance sidecars (executed per row)."""
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.campaign == name,
+            jobs.c.key == sa.bindparam("job_key"),
+            jobs.c.state == State.QUEUED.value,
+        )
+        .values(
+            state=State.DONE.value,
+            attempts=1,
+            remote_id=sa.bindparam("new_remote_id"),
+            files=sa.bindparam("new_files", type_=sa.JSON),
+            created_at=sa.func.coalesce(sa.bindparam("new_created_at"), jobs.c.created_at),
+            submitted_at=sa.bindparam("new_submitted_at"),
+            ready_at=sa.bindparam("new_ready_at"),
+            finished_at=sa.bindparam("new_finished_at"),
+            updated_at=sa.bindparam("now"),
+        )
+    )

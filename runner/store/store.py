@@ -15,7 +15,7 @@ import operator
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from runner import jsontext
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
+from runner.clash import Followed, Moved
 from runner.reconcile import Attempt
 from runner.states import IN_FLIGHT, Change, Job, State
-from runner.store import health, migrate, opening, queries
+from runner.store import continuing, health, migrate, opening, queries
 from runner.store.health import DatabaseError
 from runner.store.schema import jobs, workers
 
@@ -64,6 +65,8 @@ class Spend:
 class EnqueueResult:
     added: int
     existing: int
+    moved: Moved | None = None  # what --move-queued did
+    recovered: int = 0  # jobs recorded as done from their sidecars
 
 
 DB_ENV = "RUNNER_DB"
@@ -90,10 +93,13 @@ def _migrate(engine: Engine, target: opening.Target) -> None:
         raise DatabaseError(f"cannot open the database at {target.place.shown}: {exc}") from exc
 
 
-def open_store(db: str, *, create: bool = True) -> Store:
+def open_store(
+    db: str, *, create: bool = True, before_create: Callable[[str], None] | None = None
+) -> Store:
     """Open (and, when `create`, make) a database to write to, and bring its schema to the
     newest version. A database that lost its tables, is someone else's, is damaged or cannot
-    be written here raises DatabaseError, before anything is written."""
+    be written here raises DatabaseError, before anything is written. `before_create(where)`
+    is called before a new one is made (and may refuse)."""
     target = opening.target(db)
     path = target.path
     if path is not None:
@@ -108,12 +114,16 @@ def open_store(db: str, *, create: bool = True) -> Store:
                 raise DatabaseError(health.read_only(target.place, reason))
             opening.refuse_unfit(target, opening.look(target))
         else:
+            if before_create is not None:
+                before_create(target.place.shown)
             opening.make_sqlite(target, migrate.upgrade)
     else:
         found = opening.look(target)
         opening.refuse_unfit(target, found)
         if found.kind == "new" and not create:
             raise DatabaseError(health.no_tables(target.place))
+        if found.kind == "new" and before_create is not None:
+            before_create(target.place.shown)
     engine = opening.make_engine(target)
     try:
         _migrate(engine, target)
@@ -214,6 +224,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.where = opening.place_of(
+            engine.url
+        ).shown  # for messages: the path, or the URL without its password
 
     def close(self) -> None:
         self.engine.dispose()
@@ -230,23 +243,54 @@ class Store:
 
     # -- campaigns -------------------------------------------------------------------------
 
-    def enqueue(self, campaign: Campaign, now: float | None = None) -> EnqueueResult:
-        """Add the campaign's new jobs in one transaction; jobs already there are left alone."""
+    def enqueue(
+        self,
+        campaign: Campaign,
+        now: float | None = None,
+        *,
+        move_queued: bool = False,
+        live_since: float | None = None,
+        recovered: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> EnqueueResult:
+        """Add the campaign's new jobs in one transaction; jobs already there are left alone.
+
+        A job file that clashes with the campaign of its name (another provider account, other
+        models: `runner.clash`) raises CampaignClash, and nothing is written; `move_queued`
+        makes the queued jobs the file's instead (refused with CampaignBusy while a worker seen
+        since `live_since` works the campaign). `recovered` (key -> values, from
+        `runner.recovery`) records those of the file's jobs that are queued as done."""
         now = time.time() if now is None else now
         name = campaign.settings.name
         count = sa.select(sa.func.count()).where(jobs.c.campaign == name)
         with self.write() as conn:
-            conn.execute(
-                queries.upsert_campaign(self.dialect, name, campaign.settings.to_dict(), now)
+            continued = continuing.continue_campaign(
+                conn,
+                campaign,
+                now,
+                move_queued=move_queued,
+                live_since=now - 60.0 if live_since is None else live_since,
             )
+            conn.execute(queries.upsert_campaign(self.dialect, name, continued.settings, now))
             before = conn.execute(count).scalar_one()
             insert = queries.insert_jobs_ignoring_existing(self.dialect)
             with _page_cache_for_bulk_writes(conn, self.dialect):
                 for chunk in _chunks(campaign.jobs, 5000):
                     _execute_many(conn, insert, _ROW_COLUMNS, _job_rows(campaign, chunk, now))
             after = conn.execute(count).scalar_one()
+            done = continuing.recover(conn, name, recovered or {}, now)
         added = after - before
-        return EnqueueResult(added=added, existing=len(campaign.jobs) - added)
+        return EnqueueResult(
+            added=added, existing=len(campaign.jobs) - added, moved=continued.moved, recovered=done
+        )
+
+    def followed(self, name: str) -> list[Followed]:
+        """The campaign's jobs created at accounts it used before a move (`runner.clash`)."""
+        with self.read() as conn:
+            row = conn.execute(queries.campaign_row(name)).first()
+        return [] if row is None else continuing.followed(row._mapping["settings"])
+
+    def has_any_job(self, name: str) -> bool:
+        return self.has_jobs(name, list(State))
 
     def count_new(self, campaign: Campaign) -> int:
         """How many of the campaign's jobs are not in the database yet (for --dry-run)."""
