@@ -17,6 +17,7 @@ from runner.campaign import Campaign, ProviderConfig
 from runner.clash import Clash, Followed, Moved
 from runner.states import State
 from runner.store import queries
+from runner.worker.liveness import owner_is_dead
 
 # Created at the provider and not settled: followed at the account that created them.
 CREATED_UNSETTLED = (State.SUBMITTING, State.RUNNING, State.RECONCILING, State.DOWNLOADING)
@@ -131,13 +132,16 @@ def _refuse_while_worked(conn: Connection, name: str, now: float, live_since: fl
     at the account it started with, and the jobs would then be followed at the wrong one."""
     for worker in conn.execute(queries.select_workers()):
         m = worker._mapping
+        if owner_is_dead(m["id"], ""):  # killed on this machine: holds nothing any more
+            continue
         if name in (m["campaigns"] or []) and m["last_seen_at"] >= live_since:
             raise CampaignBusy(
                 f"a worker is working campaign {name!r} now ({m['host']} pid {m['pid']}): "
                 "stop it first (Ctrl-C or SIGTERM: it still saves what it created), then run "
                 "again with --move-queued. Nothing was changed."
             )
-    held = conn.execute(queries.leased_job(name, now)).first()
+    leased = conn.execute(queries.leased_jobs(name, now))
+    held = next((row for row in leased if not owner_is_dead(row[1], "")), None)
     if held is not None:
         raise CampaignBusy(
             f"job {held[0]} of campaign {name!r} is in the hands of worker {held[1]}: stop "

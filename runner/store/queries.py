@@ -565,13 +565,12 @@ def job_ids_in(name: str, states: Iterable[State]) -> Executable:
     return sa.select(jobs.c.id, jobs.c.key).where(jobs.c.campaign == name, jobs.c.state.in_(wanted))
 
 
-def leased_job(name: str, now: float) -> Executable:
-    """One job of the campaign some worker holds right now, if any."""
-    return (
-        sa.select(jobs.c.key, jobs.c.lease_owner)
-        .where(jobs.c.campaign == name, jobs.c.lease_owner.is_not(None))
-        .where(jobs.c.lease_expires_at > now)
-        .limit(1)
+def leased_jobs(name: str, now: float) -> Executable:
+    """The jobs of the campaign some worker holds right now (key, owner)."""
+    return sa.select(jobs.c.key, jobs.c.lease_owner).where(
+        jobs.c.campaign == name,
+        jobs.c.lease_owner.is_not(None),
+        jobs.c.lease_expires_at > now,
     )
 
 
