@@ -149,21 +149,46 @@ class DryRun:
     cost: float | None  # the estimated cost of the new jobs; None when unknown
 
 
-def dry_run(jobfile: str, db: str | None, *, simulate: bool = False) -> DryRun:
-    """What `submit` would add and roughly cost, creating and changing nothing."""
+def dry_run(
+    jobfile: str,
+    db: str | None,
+    *,
+    simulate: bool = False,
+    move_queued: bool = False,
+    from_sidecars: bool = False,
+) -> DryRun:
+    """What `submit` would add and roughly cost, creating and changing nothing; what `submit`
+    would refuse (a clash, a campaign whose images are on disk) is refused the same way."""
     from runner.budget import estimate_cost
 
     campaign = load_jobfile(jobfile)
-    check_keys([campaign.settings], simulate)
-    store = peek_store(resolve_db(db, jobfile))
+    settings = campaign.settings
+    check_keys([settings], simulate)
+    where = resolve_db(db, jobfile)
+    store = peek_store(where, full_check=False)
     by_model: dict[str, list[JobSpec]] = {}
     for job in campaign.jobs:
         by_model.setdefault(job.model, []).append(job)
+    if store is None or not store.has_any_job(settings.name):
+        found = (
+            None
+            if from_sidecars
+            else recovery.first_sidecar(Path(settings.output_dir), settings.name)
+        )
+        if found is not None:
+            shown = store.where if store is not None else where
+            if store is not None:
+                store.close()
+            raise InputError(recovery.lost_campaign(settings.name, shown, found, campaign.source))
     if store is None:
         new_by_model = {m: len(jobs) for m, jobs in by_model.items()}
         averages: dict[str, float] = {}
     else:
         try:
+            clash = None if move_queued else store.clash_of(campaign)
+            if clash is not None:
+                found_clash, queued = clash
+                raise InputError(found_clash.describe(store.where, campaign.source, queued))
             new_by_model = {
                 m: store.count_new(replace(campaign, jobs=jobs)) for m, jobs in by_model.items()
             }

@@ -276,10 +276,14 @@ def _notifier(store: Any) -> Any:
     return notify.Notifier(store, lambda name, report: app.exit_code(store, [name], report))
 
 
-def _dry_run(jobfile: str, db: str | None, simulate: bool) -> None:
+def _dry_run(
+    jobfile: str, db: str | None, simulate: bool, move_queued: bool, from_sidecars: bool
+) -> None:
     from runner import app
 
-    plan = app.dry_run(jobfile, db, simulate=simulate)
+    plan = app.dry_run(
+        jobfile, db, simulate=simulate, move_queued=move_queued, from_sidecars=from_sidecars
+    )
     settings = plan.campaign.settings
     click.echo(f"{settings.name}: {plan.added} new job(s), {plan.existing} already known")
     price = settings.budget.price_per_image
@@ -340,7 +344,7 @@ def run(
 
     simulate = simulate or bool(simulator_url)
     if dry_run:
-        _dry_run(jobfile, db, simulate)
+        _dry_run(jobfile, db, simulate, move_queued, from_sidecars)
         return
     webhooks = _webhooks(webhook_listen, webhook_url)
     store, enq = app.submit(

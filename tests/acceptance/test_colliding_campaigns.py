@@ -93,8 +93,8 @@ def test_a_second_job_file_naming_the_campaign_with_other_settings_is_refused(
         second.write_text(second.read_text().replace("model: flux-pro-1.1", "model: flux-dev"))
         says, has = ["model flux-dev"], ["model flux-pro-1.1"]
     env = runner_env(**{OTHER_KEY_ENV: "other-key-0000"})
-    for command in ("run", "submit"):
-        result = run_cli(command, str(second), "--db", str(db), cwd=other, env=env)
+    for command in (["run"], ["submit"], ["run", "--dry-run"]):
+        result = run_cli(*command, str(second), "--db", str(db), cwd=other, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
         text = one_paragraph(result.stderr)
         assert "campaign 'accept'" in text and str(db) in text and str(second) in text

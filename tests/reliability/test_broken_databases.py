@@ -186,7 +186,8 @@ def test_a_campaign_whose_jobs_are_gone_is_not_bought_again_and_comes_back_from_
         conn.commit()
     before = digest(db)
     every = commands(campaign, str(db))
-    results = run_all({name: every[name] for name in ("run", "submit")}, campaign)
+    every["dry run"] = ["run", "--dry-run", *every["run"][1:]]
+    results = run_all({name: every[name] for name in ("run", "submit", "dry run")}, campaign)
     for result in results.values():
         one_paragraph(result, "campaign 'accept'", str(campaign / "out"), "--from-sidecars")
     unchanged(db, before)
