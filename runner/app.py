@@ -30,7 +30,7 @@ from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.retry import lease_seconds, time_scale
 from runner.states import SETTLED, TERMINAL, State, user_cancel
 from runner.stopping import DEFAULT_GRACE, SIGNALS, Stop
-from runner.store import Store, open_store, peek_store, resolve_db
+from runner.store import Store, open_store, opening, peek_store, resolve_db
 from runner.store.continuing import CREATED_UNSETTLED, CampaignBusy, CampaignClash
 
 # The worker, the HTTP stack and the simulator are imported where they are used: `submit`,
@@ -92,16 +92,10 @@ def submit(
     campaign = load_jobfile(jobfile)
     settings = campaign.settings
     check_keys([settings], simulate)
-    output = Path(settings.output_dir)
-    shown = campaign.source or jobfile
 
     def refuse_if_bought(where: str) -> None:
-        """The database has no job of the campaign: were its images bought already?"""
-        if from_sidecars:
-            return
-        found = recovery.first_sidecar(output, settings.name)
-        if found is not None:
-            raise InputError(recovery.lost_campaign(settings.name, where, found, shown))
+        if not from_sidecars:
+            _refuse_if_bought(campaign, where)
 
     store = open_store(resolve_db(db, jobfile), before_create=refuse_if_bought)
     try:
@@ -109,16 +103,19 @@ def submit(
             refuse_if_bought(store.where)
         if not simulate:
             _check_followed_keys(store, settings, move_queued)
-        found = recovery.sidecars(output, settings.name) if from_sidecars else ()
+        recovered = None
+        if from_sidecars:
+            found = recovery.sidecars(Path(settings.output_dir), settings.name)
+            recovered = recovery.proven_done(campaign, found)
         result = store.enqueue(
             campaign,
             move_queued=move_queued,
             live_since=time.time() - lease_seconds(),
-            recovered=recovery.proven_done(campaign, found) if from_sidecars else None,
+            recovered=recovered,
         )
     except CampaignClash as clash:
         store.close()
-        raise InputError(clash.clash.describe(store.where, shown, clash.queued)) from None
+        raise InputError(clash.clash.describe(store.where, campaign.source, clash.queued)) from None
     except CampaignBusy as busy:
         store.close()
         raise InputError(str(busy)) from None
@@ -128,6 +125,14 @@ def submit(
     store.set_halted(settings.name, None)
     enqueued = Enqueued(settings, result.added, result.existing, result.moved, result.recovered)
     return store, enqueued
+
+
+def _refuse_if_bought(campaign: Campaign, where: str) -> None:
+    """The database at `where` has no job of the campaign: were its images bought already?"""
+    settings = campaign.settings
+    found = recovery.first_sidecar(Path(settings.output_dir), settings.name)
+    if found is not None:
+        raise InputError(recovery.lost_campaign(settings.name, where, found, campaign.source))
 
 
 def _check_followed_keys(store: Store, settings: CampaignSettings, move_queued: bool) -> None:
@@ -169,22 +174,15 @@ def dry_run(
     by_model: dict[str, list[JobSpec]] = {}
     for job in campaign.jobs:
         by_model.setdefault(job.model, []).append(job)
-    if store is None or not store.has_any_job(settings.name):
-        found = (
-            None
-            if from_sidecars
-            else recovery.first_sidecar(Path(settings.output_dir), settings.name)
-        )
-        if found is not None:
-            shown = store.where if store is not None else where
-            if store is not None:
-                store.close()
-            raise InputError(recovery.lost_campaign(settings.name, shown, found, campaign.source))
+    if store is None and not from_sidecars:
+        _refuse_if_bought(campaign, opening.target(where).place.shown)
     if store is None:
         new_by_model = {m: len(jobs) for m, jobs in by_model.items()}
         averages: dict[str, float] = {}
     else:
         try:
+            if not from_sidecars and not store.has_any_job(settings.name):
+                _refuse_if_bought(campaign, store.where)
             clash = None if move_queued else store.clash_of(campaign)
             if clash is not None:
                 found_clash, queued = clash
