@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from runner import clash as clashes
+from runner import jsontext
 from runner.campaign import Campaign, ProviderConfig
 from runner.clash import Clash, Followed, Moved
 from runner.states import State
-from runner.store import queries
+from runner.store import bulk, queries
 from runner.worker.liveness import owner_is_dead
 
 # Created at the provider and not settled: followed at the account that created them.
@@ -109,20 +110,22 @@ def _move(
         conn.execute(queries.delete_queued(plan.withdraw[start : start + 500]))
     provider = campaign.settings.provider.name
     rows = [
-        {
-            "job_id": job_id,
-            "new_idx": spec.index,
-            "new_provider": provider,
-            "new_model": spec.model,
-            "new_input": spec.input,
-            "new_meta": spec.meta,
-            "new_input_hash": spec.fingerprint(provider),
-            "now": now,
-        }
+        (
+            job_id,
+            State.QUEUED.value,
+            spec.index,
+            provider,
+            spec.model,
+            jsontext.dumps(spec.input),
+            jsontext.dumps(spec.meta),
+            spec.fingerprint(provider),
+            now,
+        )
         for job_id, spec in plan.update
     ]
     if rows:
-        conn.execute(queries.update_queued(), rows)
+        update = queries.update_queued(conn.dialect.name)
+        bulk.execute_many(conn, update, queries.UPDATE_QUEUED, rows)
     moved = Moved(campaign.settings.provider, len(created), len(rows), len(plan.withdraw))
     return moved, followed
 

@@ -578,17 +578,37 @@ def delete_queued(ids: Sequence[int]) -> Executable:
     return sa.delete(jobs).where(jobs.c.id.in_(ids), jobs.c.state == State.QUEUED.value)
 
 
-def update_queued() -> Executable:
-    """A queued job becomes another job file's job of the same key (executed per row)."""
+# The bound parameters of `update_queued`, in the order its rows give them.
+UPDATE_QUEUED = (
+    "job_id",
+    "queued",
+    "new_idx",
+    "new_provider",
+    "new_model",
+    "new_input",
+    "new_meta",
+    "new_input_hash",
+    "now",
+)
+
+
+def update_queued(dialect: str) -> sa.Update:
+    """A queued job becomes another job file's job of the same key (executed for many rows,
+    `UPDATE_QUEUED`; its input and meta given as JSON text, as enqueueing gives them)."""
+
+    def json_text(name: str) -> Any:
+        text = sa.bindparam(name, type_=sa.Text)
+        return sa.cast(text, sa.JSON) if dialect == "postgresql" else text
+
     return (
         sa.update(jobs)
-        .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state == State.QUEUED.value)
+        .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state == sa.bindparam("queued"))
         .values(
             idx=sa.bindparam("new_idx"),
             provider=sa.bindparam("new_provider"),
             model=sa.bindparam("new_model"),
-            input=sa.bindparam("new_input", type_=sa.JSON),
-            meta=sa.bindparam("new_meta", type_=sa.JSON),
+            input=json_text("new_input"),
+            meta=json_text("new_meta"),
             input_hash=sa.bindparam("new_input_hash"),
             updated_at=sa.bindparam("now"),
         )

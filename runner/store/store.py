@@ -11,7 +11,6 @@ holds the name of the variable that does.
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
 from runner.clash import Clash, Followed, Moved
 from runner.reconcile import Attempt
 from runner.states import IN_FLIGHT, Change, Job, State
-from runner.store import continuing, health, migrate, opening, queries
+from runner.store import bulk, continuing, health, migrate, opening, queries
 from runner.store.health import DatabaseError
 from runner.store.schema import jobs, workers
 
@@ -289,7 +288,7 @@ class Store:
             insert = queries.insert_jobs_ignoring_existing(self.dialect)
             with _page_cache_for_bulk_writes(conn, self.dialect):
                 for chunk in _chunks(campaign.jobs, 5000):
-                    _execute_many(conn, insert, _ROW_COLUMNS, _job_rows(campaign, chunk, now))
+                    bulk.execute_many(conn, insert, _ROW_COLUMNS, _job_rows(campaign, chunk, now))
             after = conn.execute(count).scalar_one()
             done = continuing.recover(conn, name, recovered or {}, now)
         added = after - before
@@ -798,28 +797,6 @@ def _page_cache_for_bulk_writes(conn: Connection, dialect: str) -> Iterator[None
         yield
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
-
-
-def _execute_many(
-    conn: Connection, stmt: sa.Insert, columns: Sequence[str], rows: list[tuple[Any, ...]]
-) -> None:
-    """Run `stmt` once for each row (values of `columns`), in one executemany call of the
-    database driver.
-
-    `conn.execute(stmt, rows)` does the same, but first binds each row's parameters one by one
-    in Python: for 100,000 jobs that takes as long as SQLite's insert itself. The rows hold plain
-    values only (their JSON already encoded), so there is nothing for SQLAlchemy to convert.
-    """
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
-    params: list[Any]
-    if not compiled.positional:  # named parameters (PostgreSQL)
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-    elif list(compiled.positiontup or ()) == list(columns):
-        params = rows
-    else:
-        in_order = operator.itemgetter(*(columns.index(c) for c in compiled.positiontup or ()))
-        params = [in_order(row) for row in rows]
-    conn.exec_driver_sql(compiled.string, params)
 
 
 def _lock_key(name: str) -> int:
