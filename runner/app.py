@@ -14,22 +14,25 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
-from runner import progress
+from runner import progress, recovery
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
+from runner.clash import Moved
 from runner.descriptors import Reserve, raise_soft_limit, receiver_share, shortfall
 from runner.errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STOPPED, InputError
 from runner.jobfile import load_jobfile
 from runner.limits import CreateRate, Share
 from runner.presets import simulated
-from runner.providers.base import ErrorKind, Handle, ProviderError
-from runner.retry import time_scale
+from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
+from runner.retry import lease_seconds, time_scale
 from runner.states import SETTLED, TERMINAL, State, user_cancel
 from runner.stopping import DEFAULT_GRACE, SIGNALS, Stop
-from runner.store import Store, open_store, peek_store, resolve_db
+from runner.store import Store, open_store, opening, peek_store, resolve_db
+from runner.store.continuing import CREATED_UNSETTLED, CampaignBusy, CampaignClash
 
 # The worker, the HTTP stack and the simulator are imported where they are used: `submit`,
 # `status` and friends start sooner without them.
@@ -72,16 +75,77 @@ class Enqueued:
     settings: CampaignSettings
     added: int
     existing: int
+    moved: Moved | None = None  # what --move-queued did
+    recovered: int = 0  # jobs recorded as done from their sidecars (--from-sidecars)
 
 
-def submit(jobfile: str, db: str | None, *, simulate: bool = False) -> tuple[Store, Enqueued]:
-    """Validate a job file and enqueue its new jobs. Nothing is written when anything is wrong."""
+def submit(
+    jobfile: str,
+    db: str | None,
+    *,
+    simulate: bool = False,
+    move_queued: bool = False,
+    from_sidecars: bool = False,
+) -> tuple[Store, Enqueued]:
+    """Validate a job file and enqueue its new jobs. Nothing is written when anything is wrong:
+    a bad file, a clash with the campaign of the same name in the database (`runner.clash`;
+    `move_queued` moves its queued jobs over instead), or a campaign the database has no job
+    of whose images are on disk (`runner.recovery`; `from_sidecars` records those as done)."""
     campaign = load_jobfile(jobfile)
-    check_keys([campaign.settings], simulate)
-    store = open_store(resolve_db(db, jobfile))
-    result = store.enqueue(campaign)
-    store.set_halted(campaign.settings.name, None)
-    return store, Enqueued(campaign.settings, result.added, result.existing)
+    settings = campaign.settings
+    check_keys([settings], simulate)
+
+    def refuse_if_bought(where: str) -> None:
+        if not from_sidecars:
+            _refuse_if_bought(campaign, where)
+
+    store = open_store(resolve_db(db, jobfile), before_create=refuse_if_bought)
+    try:
+        if not store.has_any_job(settings.name):
+            refuse_if_bought(store.where)
+        if not simulate:
+            _check_followed_keys(store, settings, move_queued)
+        recovered = None
+        if from_sidecars:
+            found = recovery.sidecars(Path(settings.output_dir), settings.name)
+            recovered = recovery.proven_done(campaign, found)
+        result = store.enqueue(
+            campaign,
+            move_queued=move_queued,
+            live_since=time.time() - lease_seconds(),
+            recovered=recovered,
+        )
+    except CampaignClash as clash:
+        store.close()
+        raise InputError(clash.clash.describe(store.where, campaign.source, clash.queued)) from None
+    except CampaignBusy as busy:
+        store.close()
+        raise InputError(str(busy)) from None
+    except BaseException:
+        store.close()
+        raise
+    store.set_halted(settings.name, None)
+    enqueued = Enqueued(settings, result.added, result.existing, result.moved, result.recovered)
+    return store, enqueued
+
+
+def _refuse_if_bought(campaign: Campaign, where: str) -> None:
+    """The database at `where` has no job of the campaign: were its images bought already?"""
+    settings = campaign.settings
+    found = recovery.first_sidecar(Path(settings.output_dir), settings.name)
+    if found is not None:
+        raise InputError(recovery.lost_campaign(settings.name, where, found, campaign.source))
+
+
+def _check_followed_keys(store: Store, settings: CampaignSettings, move_queued: bool) -> None:
+    """The key of every account the campaign's created jobs are followed at must be set,
+    also of the account a move is about to leave."""
+    for entry in store.followed(settings.name):
+        api_key(entry.provider, settings.name)
+    if move_queued and store.has_jobs(settings.name, CREATED_UNSETTLED):
+        recorded = store.settings(settings.name).provider
+        if recorded.account != settings.provider.account:
+            api_key(recorded, settings.name)
 
 
 @dataclass(frozen=True)
@@ -92,21 +156,39 @@ class DryRun:
     cost: float | None  # the estimated cost of the new jobs; None when unknown
 
 
-def dry_run(jobfile: str, db: str | None, *, simulate: bool = False) -> DryRun:
-    """What `submit` would add and roughly cost, creating and changing nothing."""
+def dry_run(
+    jobfile: str,
+    db: str | None,
+    *,
+    simulate: bool = False,
+    move_queued: bool = False,
+    from_sidecars: bool = False,
+) -> DryRun:
+    """What `submit` would add and roughly cost, creating and changing nothing; what `submit`
+    would refuse (a clash, a campaign whose images are on disk) is refused the same way."""
     from runner.budget import estimate_cost
 
     campaign = load_jobfile(jobfile)
-    check_keys([campaign.settings], simulate)
-    store = peek_store(resolve_db(db, jobfile))
+    settings = campaign.settings
+    check_keys([settings], simulate)
+    where = resolve_db(db, jobfile)
+    store = peek_store(where, full_check=False)
     by_model: dict[str, list[JobSpec]] = {}
     for job in campaign.jobs:
         by_model.setdefault(job.model, []).append(job)
+    if store is None and not from_sidecars:
+        _refuse_if_bought(campaign, opening.target(where).place.shown)
     if store is None:
         new_by_model = {m: len(jobs) for m, jobs in by_model.items()}
         averages: dict[str, float] = {}
     else:
         try:
+            if not from_sidecars and not store.has_any_job(settings.name):
+                _refuse_if_bought(campaign, store.where)
+            clash = None if move_queued else store.clash_of(campaign)
+            if clash is not None:
+                found_clash, queued = clash
+                raise InputError(found_clash.describe(store.where, campaign.source, queued))
             new_by_model = {
                 m: store.count_new(replace(campaign, jobs=jobs)) for m, jobs in by_model.items()
             }
@@ -168,20 +250,38 @@ def _runtimes(
                 burst=bucket.burst,
                 key=":".join(settings.provider.account),
             )
-    for name, settings in every.items():
-        provider = settings.provider
-        key = SIMULATOR_KEY if sim_url else api_key(provider, name)
+
+    def provider_of(config: ProviderConfig, name: str) -> Provider:
+        key = SIMULATOR_KEY if sim_url else api_key(config, name)
         # routes this account answered 404/405 to before are not relied on again
-        facts = store.account_facts(":".join(provider.account))
-        if sim_url:
-            provider = simulated(provider, sim_url)
+        facts = store.account_facts(":".join(config.account))
         unsupported = facts.get("unsupported", [])
+        if sim_url:
+            config = simulated(config, sim_url)
+        return make_provider(config, key, transport=transport, unsupported=unsupported)
+
+    for name, settings in every.items():
+        earlier: dict[int, tuple[ProviderConfig, Provider]] = {}
+        for entry in store.followed(name):  # jobs created before a --move-queued
+            provider = provider_of(entry.provider, name)
+            earlier.update((job_id, (entry.provider, provider)) for job_id in entry.jobs)
         out[name] = CampaignRuntime(
             settings=settings,
-            provider=make_provider(provider, key, transport=transport, unsupported=unsupported),
+            provider=provider_of(settings.provider, name),
             account=accounts[settings.provider.account],
+            earlier=earlier,
         )
     return out
+
+
+def _providers(runtimes: dict[str, CampaignRuntime]) -> list[Provider]:
+    """Every provider of the runtimes, each once (a followed account's serves many jobs)."""
+    seen: dict[int, Provider] = {}
+    for runtime in runtimes.values():
+        seen[id(runtime.provider)] = runtime.provider
+        for _, provider in runtime.earlier.values():
+            seen[id(provider)] = provider
+    return list(seen.values())
 
 
 class Stops:
@@ -367,8 +467,8 @@ async def work(
             finally:
                 with anyio.CancelScope(shield=True):
                     await files.aclose()
-                    for runtime in runtimes.values():
-                        await runtime.provider.aclose()
+                    for provider in _providers(runtimes):
+                        await provider.aclose()
             return worker.report
 
     if stops is not None:
@@ -389,16 +489,25 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
     """Stop a campaign: cancel predictions where the API allows it, drop the rest of its queue.
 
     Results already being downloaded are kept (they are paid for). A job a worker holds at
-    this moment is left to it; run the command again once that worker has let go.
+    this moment is left to it; run the command again once that worker has let go. A job
+    created at an account the campaign used before a `--move-queued` is canceled there.
     """
     from runner.providers.factory import make_provider
 
     settings = store.settings(name)
-    config = simulated(settings.provider, sim_url) if sim_url else settings.provider
-    key = SIMULATOR_KEY if sim_url else api_key(settings.provider, name)
-    account = ":".join(settings.provider.account)
-    unsupported = store.account_facts(account).get("unsupported", [])
-    provider = make_provider(config, key, unsupported=unsupported)
+    followed = {i: entry.provider for entry in store.followed(name) for i in entry.jobs}
+    providers: dict[tuple[str, str, str], Provider] = {}
+
+    def provider_of(config: ProviderConfig) -> Provider:
+        if config.account not in providers:
+            key = SIMULATOR_KEY if sim_url else api_key(config, name)
+            facts = store.account_facts(":".join(config.account))
+            target = simulated(config, sim_url) if sim_url else config
+            unsupported = facts.get("unsupported", [])
+            providers[config.account] = make_provider(target, key, unsupported=unsupported)
+        return providers[config.account]
+
+    provider_of(settings.provider)  # its key is checked before anything is canceled
     canceled = remote = remote_failed = kept = 0
     wanted = (State.QUEUED, State.RUNNING, State.RECONCILING, State.UNCERTAIN)
     try:
@@ -407,6 +516,8 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
             if job.lease_owner is not None and (job.lease_expires_at or 0) > now:
                 kept += 1
                 continue
+            config = followed.get(job.id, settings.provider)
+            provider = provider_of(config)
             if job.state is State.RUNNING and job.remote_id and provider.supports_cancel:
                 try:
                     await provider.cancel(Handle(job.remote_id, job.polling_url))
@@ -415,14 +526,15 @@ async def cancel(store: Store, name: str, *, sim_url: str | None = None) -> Canc
                     log.warning("cancel of %s at the provider failed: %s", job.key, error)
                     remote_failed += 1
                     if error.kind is ErrorKind.UNSUPPORTED:  # not served here: do not ask again
-                        store.note_unsupported(account, "cancel")
+                        store.note_unsupported(":".join(config.account), "cancel")
                         provider.supports_cancel = False
             change = user_cancel(job, time.time())
             if await anyio.to_thread.run_sync(partial(store.apply, change, owner=None)):
                 canceled += 1
         kept += sum(1 for _ in store.jobs(name, [State.DOWNLOADING, State.SUBMITTING]))
     finally:
-        await provider.aclose()
+        for provider in providers.values():
+            await provider.aclose()
     return CancelReport(canceled, remote, remote_failed, kept)
 
 

@@ -24,7 +24,7 @@ from runner.durations import parse_duration
 from runner.errors import EXIT_BAD_INPUT, EXIT_STOPPED, InputError
 from runner.overview import format_counts
 from runner.states import RETRYABLE_BY_USER, State
-from runner.store import DatabaseError, open_store, resolve_db
+from runner.store import DatabaseError, open_reader, open_store, resolve_db
 
 if TYPE_CHECKING:
     from runner.app import RunReport
@@ -104,6 +104,22 @@ class RunnerGroup(click.Group):
         except (InputError, DatabaseError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+        except BaseExceptionGroup as group:
+            # raised inside a task group (the worker's, the simulator's): the same paragraph
+            first = _user_error(group)
+            if first is None:
+                raise
+            click.echo(f"error: {first}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+def _user_error(group: BaseExceptionGroup[Any]) -> Exception | None:
+    """The user's mistake (or the database's fault) a task group's exceptions hold, if any."""
+    matched, _ = group.split((InputError, DatabaseError))
+    found: BaseException | None = matched
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, Exception) else None
 
 
 simulate_option = click.option(
@@ -185,6 +201,31 @@ def _webhooks(listen: str | None, url: str | None) -> WebhookOptions | None:
     return WebhookOptions(host, port, public)
 
 
+move_queued_option = click.option(
+    "--move-queued",
+    is_flag=True,
+    help="The campaign of this name in the database uses another provider account or other "
+    "models: make the job file the campaign's from now on. Its queued jobs (never created) "
+    "follow the file, those the file no longer lists are withdrawn; jobs already created stay "
+    "with the account that created them and are followed there.",
+)
+from_sidecars_option = click.option(
+    "--from-sidecars",
+    is_flag=True,
+    help="For a database that lost the campaign's jobs: record each job whose images and .json "
+    "sidecars are in the output folder as done (sha256 checked) instead of buying it again.",
+)
+
+
+def _enqueued(enq: Any) -> None:
+    name = enq.settings.name
+    if enq.moved is not None:
+        click.echo(enq.moved.describe(name))
+    if enq.recovered:
+        click.echo(f"{name}: {enq.recovered} job(s) recorded as done from their sidecars")
+    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+
+
 db_option = click.option(
     "--db",
     metavar="PATH|URL",
@@ -235,10 +276,14 @@ def _notifier(store: Any) -> Any:
     return notify.Notifier(store, lambda name, report: app.exit_code(store, [name], report))
 
 
-def _dry_run(jobfile: str, db: str | None, simulate: bool) -> None:
+def _dry_run(
+    jobfile: str, db: str | None, simulate: bool, move_queued: bool, from_sidecars: bool
+) -> None:
     from runner import app
 
-    plan = app.dry_run(jobfile, db, simulate=simulate)
+    plan = app.dry_run(
+        jobfile, db, simulate=simulate, move_queued=move_queued, from_sidecars=from_sidecars
+    )
     settings = plan.campaign.settings
     click.echo(f"{settings.name}: {plan.added} new job(s), {plan.existing} already known")
     price = settings.budget.price_per_image
@@ -268,6 +313,8 @@ def _dry_run(jobfile: str, db: str | None, simulate: bool) -> None:
 @simulator_url_option
 @webhook_listen_option
 @webhook_url_option
+@move_queued_option
+@from_sidecars_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -283,6 +330,8 @@ def run(
     simulator_url: str | None,
     webhook_listen: str | None,
     webhook_url: str | None,
+    move_queued: bool,
+    from_sidecars: bool,
     dry_run: bool,
 ) -> None:
     """Enqueue JOBFILE's new jobs and work until every job of the campaign is settled.
@@ -295,12 +344,14 @@ def run(
 
     simulate = simulate or bool(simulator_url)
     if dry_run:
-        _dry_run(jobfile, db, simulate)
+        _dry_run(jobfile, db, simulate, move_queued, from_sidecars)
         return
     webhooks = _webhooks(webhook_listen, webhook_url)
-    store, enq = app.submit(jobfile, db, simulate=simulate)
+    store, enq = app.submit(
+        jobfile, db, simulate=simulate, move_queued=move_queued, from_sidecars=from_sidecars
+    )
     name = enq.settings.name
-    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+    _enqueued(enq)
     report = _run_async(
         lambda: app.work(
             store,
@@ -324,13 +375,16 @@ def run(
 @cli.command(epilog=EPILOG)
 @click.argument("jobfile", type=click.Path(dir_okay=False))
 @db_option
-def submit(jobfile: str, db: str | None) -> None:
+@move_queued_option
+@from_sidecars_option
+def submit(jobfile: str, db: str | None, move_queued: bool, from_sidecars: bool) -> None:
     """Validate JOBFILE and enqueue its new jobs without working them."""
     from runner import app
 
-    _, enq = app.submit(jobfile, db, simulate=True)
-    name = enq.settings.name
-    click.echo(f"{name}: {enq.added} new job(s), {enq.existing} already known")
+    _, enq = app.submit(
+        jobfile, db, simulate=True, move_queued=move_queued, from_sidecars=from_sidecars
+    )
+    _enqueued(enq)
 
 
 @cli.command(epilog=EPILOG)
@@ -432,7 +486,7 @@ def status(campaign: str | None, db: str | None, as_json: bool) -> None:
     """
     from runner import overview
 
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign and campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     view = overview.overview(store, campaign)
@@ -583,7 +637,7 @@ def jobs_command(campaign: str, db: str | None, states_: str | None, as_json: bo
     from runner.report.jobs_view import parse_states, write_listing
 
     wanted = parse_states(states_)
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     with stdout_pipe() as out:
@@ -628,7 +682,7 @@ def export_command(
     from runner.report.files import atomic_text, stdout_pipe
     from runner.report.provenance import write_all_sidecars
 
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     if sidecars:
@@ -674,7 +728,7 @@ def gallery_command(campaign: str, db: str | None, out_dir: str | None) -> None:
 
     from runner.report.gallery import render_gallery
 
-    store = open_store(resolve_db(db), create=False)
+    store = open_reader(resolve_db(db))
     if campaign not in store.campaign_names():
         raise InputError(f"no campaign named {campaign!r} in this database.")
     page, count = render_gallery(store, campaign, Path(out_dir) if out_dir else None)

@@ -1,6 +1,8 @@
 """`runner doctor`: check that a campaign can run here, one line per check.
 
-Checks: the database is reachable and at the newest schema; the API key of every provider
+Checks: the database is reachable, whole (SQLite's quick_check), writable and at the newest
+schema (one that is damaged, lost its tables or is read-only is the paragraph and exit code 2
+of every command); the API key of every provider
 account in use (by the job file, else by every campaign in the database) is in the
 environment; each provider accepts its key, asked with one cheap authenticated call
 (Replicate: `GET /v1/account`; BFL style: `GET /v1/get_result` for a random id, which answers
@@ -23,16 +25,14 @@ from typing import Literal
 
 import anyio
 import httpx
-import sqlalchemy as sa
 
 from runner.campaign import CampaignSettings, ProviderConfig
 from runner.jobfile import load_jobfile
 from runner.presets import routes, simulated
 from runner.providers.errors import credentials
 from runner.providers.factory import auth_headers
-from runner.store import DatabaseError, peek_store, resolve_db
-from runner.store.migrate import current_revision, head_revision
-from runner.store.store import _sqlite_path, database_url
+from runner.store import DatabaseError, health, opening, peek_store, resolve_db
+from runner.store.migrate import head_revision
 
 __all__ = ["LOW_DISK", "Check", "diagnose"]
 
@@ -68,39 +68,33 @@ async def diagnose(
 
 
 def _database(db: str, *, with_jobfile: bool) -> tuple[list[Check], list[CampaignSettings]]:
-    url = database_url(db)
-    shown = sa.make_url(url).render_as_string(hide_password=True)
-    path = _sqlite_path(sa.make_url(url))
-    if path is not None and not path.exists():
+    """The database's check, and the settings of its campaigns. A database that is damaged,
+    lost its tables, is someone else's or is read-only raises DatabaseError: the one paragraph
+    every command gives (exit code 2)."""
+    target = opening.target(db)
+    shown = target.place.shown
+    if target.path is not None and not target.size:
         if with_jobfile:
-            return [Check("ok", "database", f"none yet at {path}; `runner run` creates it")], []
-        return [Check("FAIL", "database", f"no runner database at {path}; pass --db")], []
-    engine = sa.create_engine(url)
+            return [Check("ok", "database", f"none yet at {shown}; `runner run` creates it")], []
+        return [Check("FAIL", "database", f"no runner database at {shown}; pass --db")], []
+    store = peek_store(db)
+    if store is None:  # a server database without runner's tables
+        if with_jobfile:
+            return [
+                Check(
+                    "ok", "database", f"no runner tables yet at {shown}; `runner run` creates them"
+                )
+            ], []
+        raise DatabaseError(health.no_tables(target.place))
     try:
-        current = current_revision(engine)
-    except Exception as exc:
-        return [Check("FAIL", "database", f"cannot read {shown}: {exc}")], []
-    finally:
-        engine.dispose()
-    head = head_revision()
-    if current is None:
-        return [Check("FAIL", "database", f"{shown} has no runner schema: `runner db upgrade`")], []
-    if current != head:
-        check = Check(
-            "FAIL",
-            "database",
-            f"{shown} is at schema revision {current}, the newest is {head}: run "
-            "`runner db upgrade` (commands that write also migrate it)",
+        if target.path is not None and opening.access_of(target.path) != "write":
+            reason = opening.why_read_only(target.path)
+            writes = "campaigns cannot run on it (`runner run` and `work` write to it)"
+            raise DatabaseError(health.read_only(target.place, reason, writes=writes))
+        head = head_revision()
+        ok = Check(
+            "ok", "database", f"{shown} reachable, whole, schema at the newest revision ({head})"
         )
-        return [check], []
-    ok = Check("ok", "database", f"{shown} reachable, schema at the newest revision ({head})")
-    try:
-        store = peek_store(db)
-    except DatabaseError as exc:
-        return [Check("FAIL", "database", str(exc))], []
-    if store is None:
-        return [ok], []
-    try:
         return [ok], [store.settings(name) for name in store.campaign_names()]
     finally:
         store.close()

@@ -20,6 +20,12 @@ def time_scale() -> float:
         return 1.0
 
 
+def lease_seconds() -> float:
+    """How long a job stays leased to a worker without a heartbeat (and so how long a worker
+    unseen is still taken to be alive): scaled down with every wait in tests, never below 10 s."""
+    return max(10.0, 60.0 * time_scale())
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5  # creates

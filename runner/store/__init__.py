@@ -4,9 +4,18 @@ from runner.store.store import (
     DatabaseError,
     EnqueueResult,
     Store,
+    open_reader,
     open_store,
     peek_store,
     resolve_db,
 )
 
-__all__ = ["DatabaseError", "EnqueueResult", "Store", "open_store", "peek_store", "resolve_db"]
+__all__ = [
+    "DatabaseError",
+    "EnqueueResult",
+    "Store",
+    "open_reader",
+    "open_store",
+    "peek_store",
+    "resolve_db",
+]

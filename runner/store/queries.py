@@ -551,3 +551,88 @@ def upsert_account(dialect: str, key: str, facts: dict[str, Any], now: float) ->
     return insert.on_conflict_do_update(
         index_elements=[accounts.c.key], set_={"facts": facts, "updated_at": now}
     )
+
+
+# -- continuing a campaign: clashes, moves, recovery (`runner.store.campaigns`) -------------------
+
+
+def distinct_models(name: str) -> Executable:
+    return sa.select(jobs.c.model).where(jobs.c.campaign == name).distinct()
+
+
+def job_ids_in(name: str, states: Iterable[State]) -> Executable:
+    wanted = [s.value for s in states]
+    return sa.select(jobs.c.id, jobs.c.key).where(jobs.c.campaign == name, jobs.c.state.in_(wanted))
+
+
+def leased_jobs(name: str, now: float) -> Executable:
+    """The jobs of the campaign some worker holds right now (key, owner)."""
+    return sa.select(jobs.c.key, jobs.c.lease_owner).where(
+        jobs.c.campaign == name,
+        jobs.c.lease_owner.is_not(None),
+        jobs.c.lease_expires_at > now,
+    )
+
+
+def delete_queued(ids: Sequence[int]) -> Executable:
+    return sa.delete(jobs).where(jobs.c.id.in_(ids), jobs.c.state == State.QUEUED.value)
+
+
+# The bound parameters of `update_queued`, in the order its rows give them.
+UPDATE_QUEUED = (
+    "job_id",
+    "queued",
+    "new_idx",
+    "new_provider",
+    "new_model",
+    "new_input",
+    "new_meta",
+    "new_input_hash",
+    "now",
+)
+
+
+def update_queued(dialect: str) -> sa.Update:
+    """A queued job becomes another job file's job of the same key (executed for many rows,
+    `UPDATE_QUEUED`; its input and meta given as JSON text, as enqueueing gives them)."""
+
+    def json_text(name: str) -> Any:
+        text = sa.bindparam(name, type_=sa.Text)
+        return sa.cast(text, sa.JSON) if dialect == "postgresql" else text
+
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state == sa.bindparam("queued"))
+        .values(
+            idx=sa.bindparam("new_idx"),
+            provider=sa.bindparam("new_provider"),
+            model=sa.bindparam("new_model"),
+            input=json_text("new_input"),
+            meta=json_text("new_meta"),
+            input_hash=sa.bindparam("new_input_hash"),
+            updated_at=sa.bindparam("now"),
+        )
+    )
+
+
+def recover_queued(name: str) -> Executable:
+    """A queued job recorded as done from its provenance sidecars (executed per row)."""
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.campaign == name,
+            jobs.c.key == sa.bindparam("job_key"),
+            jobs.c.state == State.QUEUED.value,
+        )
+        .values(
+            state=State.DONE.value,
+            attempts=1,
+            remote_id=sa.bindparam("new_remote_id"),
+            files=sa.bindparam("new_files", type_=sa.JSON),
+            created_at=sa.func.coalesce(sa.bindparam("new_created_at"), jobs.c.created_at),
+            submitted_at=sa.bindparam("new_submitted_at"),
+            ready_at=sa.bindparam("new_ready_at"),
+            finished_at=sa.bindparam("new_finished_at"),
+            updated_at=sa.bindparam("now"),
+        )
+    )

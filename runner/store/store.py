@@ -1,20 +1,20 @@
 """The one place that runs SQL: opens the database, migrates it, runs the statements.
 
-SQLite is opened in WAL mode with a busy timeout, and every write transaction takes the write
-lock up front (BEGIN IMMEDIATE), so two processes never deadlock upgrading a read lock; reads
-use a deferred BEGIN. The store is synchronous: the async worker calls it from a worker thread.
-It never holds an API key; it holds the name of the variable that does.
+Whether a database is fit to be opened (new, lost its tables, damaged, read-only) and how, is
+`runner.store.health`'s and `runner.store.opening`'s. SQLite is opened in WAL mode with a busy
+timeout, and every write transaction takes the write lock up front (BEGIN IMMEDIATE), so two
+processes never deadlock upgrading a read lock; reads use a deferred BEGIN. The store is
+synchronous: the async worker calls it from a worker thread. It never holds an API key; it
+holds the name of the variable that does.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import operator
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,20 +25,17 @@ from sqlalchemy.engine import Connection, Engine
 
 from runner import jsontext
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
+from runner.clash import Clash, Followed, Moved
 from runner.reconcile import Attempt
 from runner.states import IN_FLIGHT, Change, Job, State
-from runner.store import migrate, queries
+from runner.store import bulk, continuing, health, migrate, opening, queries
+from runner.store.health import DatabaseError
 from runner.store.schema import jobs, workers
 
-BUSY_TIMEOUT_MS = 30_000
 ORPHANED_SUBMIT = (
     "the process submitting this job stopped before the provider's answer was saved; it may "
     "have been created and billed"
 )
-
-
-class DatabaseError(Exception):
-    """The database cannot be used as asked (missing, not a runner database, too new)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,8 @@ class Spend:
 class EnqueueResult:
     added: int
     existing: int
+    moved: Moved | None = None  # what --move-queued did
+    recovered: int = 0  # jobs recorded as done from their sidecars
 
 
 DB_ENV = "RUNNER_DB"
@@ -83,119 +82,119 @@ def resolve_db(db: str | None, jobfile: str | os.PathLike[str] | None = None) ->
     return "runner.db"
 
 
-def database_url(db: str) -> str:
-    """Accept a SQLAlchemy URL or a plain file path."""
-    if "://" in db:
-        return db
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
-
-
-def _sqlite_path(url: sa.URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database)
-
-
-def _make_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(
-        url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
-    )
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin event, not pysqlite, decide how transactions start.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("readonly"):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-@contextmanager
-def _opening(path: Path | None) -> Iterator[None]:
-    """One process at a time sets up a SQLite file: switching a new file to WAL fails at once
-    ("database is locked", without waiting) while another connection does the same.
-
-    The lock is taken on the folder, never on the database file: closing any descriptor of the
-    database file would drop the POSIX locks SQLite's own connections in this process hold on
-    it, and another process could then delete the WAL under them.
-    """
-    if path is None:
-        yield
-        return
-    folder = os.open(path.parent, os.O_RDONLY)
+def _migrate(engine: Engine, target: opening.Target) -> None:
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # releases the flock
-
-
-def open_store(db: str, *, create: bool = True) -> Store:
-    """Open (and, when `create`, make) a database and bring its schema to the newest version."""
-    url = database_url(db)
-    path = _sqlite_path(sa.make_url(url))
-    if path is not None:
-        if not path.exists():
-            if not create:
-                raise DatabaseError(
-                    f"no runner database at {path}. Pass --db with the right path or URL "
-                    "(or set RUNNER_DB), or run a job file first to create one."
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Owner-only from the first byte: the database records prompts and provider URLs.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        elif path.is_dir():
-            raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
-    engine = _make_engine(url)
-    try:
-        with _opening(path):
+        with opening.opening(target.path):
             migrate.upgrade(engine)
+    except DatabaseError:
+        raise
     except Exception as exc:
+        raise DatabaseError(f"cannot open the database at {target.place.shown}: {exc}") from exc
+
+
+# Read-only commands check a SQLite file this size or smaller in full before reading it (some
+# 100,000 jobs; 0.1 s): a bigger one costs a second or more for every page (20 s on a cold
+# cache at 1,000,000 jobs), so they leave it to what they read, whose damage is reported all
+# the same. Commands that write, and doctor, always check in full.
+READER_CHECK_BYTES = 64 * 1024 * 1024
+
+
+def open_store(
+    db: str,
+    *,
+    create: bool = True,
+    before_create: Callable[[str], None] | None = None,
+    check: bool = True,
+) -> Store:
+    """Open (and, when `create`, make) a database to write to, and bring its schema to the
+    newest version. A database that lost its tables, is someone else's, is damaged (`check`:
+    every page read first) or cannot be written here raises DatabaseError, before anything is
+    written. `before_create(where)` is called before a new one is made (and may refuse)."""
+    target = opening.target(db)
+    path = target.path
+    if path is not None:
+        size = target.size
+        if size is None and not create:
+            raise opening.missing(target)
+        if size == 0 and not create:
+            raise DatabaseError(health.no_tables(target.place))
+        if size:
+            if opening.access_of(path) != "write":
+                reason = opening.why_read_only(path)
+                raise DatabaseError(health.read_only(target.place, reason))
+            opening.refuse_unfit(target, opening.look(target, check=check))
+        else:
+            if before_create is not None:
+                before_create(target.place.shown)
+            opening.make_sqlite(target, migrate.upgrade)
+    else:
+        found = opening.look(target)
+        opening.refuse_unfit(target, found)
+        if found.kind == "new" and not create:
+            raise DatabaseError(health.no_tables(target.place))
+        if found.kind == "new" and before_create is not None:
+            before_create(target.place.shown)
+    engine = opening.make_engine(target)
+    try:
+        _migrate(engine, target)
+    except BaseException:
         engine.dispose()
-        raise DatabaseError(f"cannot open the database at {url}: {exc}") from exc
+        raise
     return Store(engine)
 
 
-def peek_store(db: str) -> Store | None:
-    """Open an existing, current database to read it, creating and migrating nothing (for
-    `runner run --dry-run`). None when there is no runner database there yet."""
-    url = database_url(db)
-    path = _sqlite_path(sa.make_url(url))
-    if path is not None:
-        if not path.exists():
-            return None
-        if path.is_dir():
-            raise DatabaseError(f"{path} is a folder, not a database file. Pass --db FILE.")
-    engine = sa.create_engine(url)
-    try:
-        revision = migrate.current_revision(engine)
-    except Exception as exc:
-        engine.dispose()
-        raise DatabaseError(f"cannot read the database at {url}: {exc}") from exc
-    if revision == migrate.SCHEMA_REVISION:
-        return Store(engine)
-    engine.dispose()
-    if revision is None:
+def open_reader(db: str) -> Store:
+    """Open an existing database to read it (`status`, `jobs`, `export`, `gallery`). Where it
+    can be written it is opened as `open_store(create=False)` does; a read-only file or mount
+    is read as it is (read-only, or immutable where SQLite could not keep its -wal beside it),
+    and must then be at the newest schema."""
+    target = opening.target(db)
+    path = target.path
+    if path is None:
+        return open_store(db, create=False)
+    size = target.size
+    if size is None:
+        raise opening.missing(target)
+    if size == 0:
+        raise DatabaseError(health.no_tables(target.place))
+    access = opening.access_of(path)
+    check = size <= READER_CHECK_BYTES
+    if access == "write":
+        return open_store(db, create=False, check=check)
+    found = opening.look(target, access, check=check)
+    opening.refuse_unfit(target, found)
+    if found.revision != migrate.SCHEMA_REVISION:
+        raise DatabaseError(
+            f"the database at {target.place.shown} is at schema revision {found.revision}, "
+            f"not {migrate.SCHEMA_REVISION}, and read-only here ({opening.why_read_only(path)}), "
+            "so it cannot be upgraded: run `runner db upgrade --db PATH` where it can be "
+            "written, or with an older runner."
+        )
+    return Store(opening.make_engine(target, access))
+
+
+def peek_store(db: str, *, full_check: bool = True) -> Store | None:
+    """Open an existing, current database to read it, creating, migrating and writing nothing
+    (for `runner run --dry-run` and `runner doctor`). None when there is no runner database
+    there yet. Without `full_check`, a big SQLite file is checked as `open_reader` does."""
+    target = opening.target(db)
+    path = target.path
+    size = target.size
+    if path is not None and not size:
         return None
-    raise DatabaseError(
-        f"the database at {url} is at schema revision {revision}, not {migrate.SCHEMA_REVISION}; "
-        "run `runner db upgrade` (or a command that writes) first."
-    )
+    access = "read" if path is None else opening.access_of(path)
+    check = full_check or (size or 0) <= READER_CHECK_BYTES
+    found = opening.look(target, access, check=check)
+    opening.refuse_unfit(target, found)
+    if found.kind == "new":
+        return None
+    if found.revision != migrate.SCHEMA_REVISION:
+        raise DatabaseError(
+            f"the database at {target.place.shown} is at schema revision {found.revision}, "
+            f"not {migrate.SCHEMA_REVISION}; run `runner db upgrade` (or a command that "
+            "writes) first."
+        )
+    return Store(opening.make_engine(target, "read" if access == "write" else access))
 
 
 def _row_to_job(row: Any) -> Job:
@@ -238,6 +237,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.where = opening.place_of(
+            engine.url
+        ).shown  # for messages: the path, or the URL without its password
 
     def close(self) -> None:
         self.engine.dispose()
@@ -254,23 +256,66 @@ class Store:
 
     # -- campaigns -------------------------------------------------------------------------
 
-    def enqueue(self, campaign: Campaign, now: float | None = None) -> EnqueueResult:
-        """Add the campaign's new jobs in one transaction; jobs already there are left alone."""
+    def enqueue(
+        self,
+        campaign: Campaign,
+        now: float | None = None,
+        *,
+        move_queued: bool = False,
+        live_since: float | None = None,
+        recovered: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> EnqueueResult:
+        """Add the campaign's new jobs in one transaction; jobs already there are left alone.
+
+        A job file that clashes with the campaign of its name (another provider account, other
+        models: `runner.clash`) raises CampaignClash, and nothing is written; `move_queued`
+        makes the queued jobs the file's instead (refused with CampaignBusy while a worker seen
+        since `live_since` works the campaign). `recovered` (key -> values, from
+        `runner.recovery`) records those of the file's jobs that are queued as done."""
         now = time.time() if now is None else now
         name = campaign.settings.name
         count = sa.select(sa.func.count()).where(jobs.c.campaign == name)
         with self.write() as conn:
-            conn.execute(
-                queries.upsert_campaign(self.dialect, name, campaign.settings.to_dict(), now)
+            continued = continuing.continue_campaign(
+                conn,
+                campaign,
+                now,
+                move_queued=move_queued,
+                live_since=now - 60.0 if live_since is None else live_since,
             )
+            conn.execute(queries.upsert_campaign(self.dialect, name, continued.settings, now))
             before = conn.execute(count).scalar_one()
             insert = queries.insert_jobs_ignoring_existing(self.dialect)
             with _page_cache_for_bulk_writes(conn, self.dialect):
                 for chunk in _chunks(campaign.jobs, 5000):
-                    _execute_many(conn, insert, _ROW_COLUMNS, _job_rows(campaign, chunk, now))
+                    bulk.execute_many(conn, insert, _ROW_COLUMNS, _job_rows(campaign, chunk, now))
             after = conn.execute(count).scalar_one()
+            done = continuing.recover(conn, name, recovered or {}, now)
         added = after - before
-        return EnqueueResult(added=added, existing=len(campaign.jobs) - added)
+        return EnqueueResult(
+            added=added, existing=len(campaign.jobs) - added, moved=continued.moved, recovered=done
+        )
+
+    def clash_of(self, campaign: Campaign) -> tuple[Clash, int] | None:
+        """How the job file clashes with the campaign of its name, and how many queued jobs
+        that campaign has (`enqueue` would refuse it); None when it does not. Writes nothing."""
+        with self.read() as conn:
+            try:
+                continuing.continue_campaign(
+                    conn, campaign, time.time(), move_queued=False, live_since=0.0
+                )
+            except continuing.CampaignClash as clash:
+                return clash.clash, clash.queued
+        return None
+
+    def followed(self, name: str) -> list[Followed]:
+        """The campaign's jobs created at accounts it used before a move (`runner.clash`)."""
+        with self.read() as conn:
+            row = conn.execute(queries.campaign_row(name)).first()
+        return [] if row is None else continuing.followed(row._mapping["settings"])
+
+    def has_any_job(self, name: str) -> bool:
+        return self.has_jobs(name, list(State))
 
     def count_new(self, campaign: Campaign) -> int:
         """How many of the campaign's jobs are not in the database yet (for --dry-run)."""
@@ -674,7 +719,13 @@ def _write_change(
     )
     driver = conn.connection.driver_connection  # sqlite3's or psycopg's own connection
     assert driver is not None
-    return int(driver.execute(sql, params).rowcount)
+    try:
+        return int(driver.execute(sql, params).rowcount)
+    except Exception as exc:  # below SQLAlchemy, so its handle_error does not see this
+        text = health.explain(str(exc), opening.place_of(conn.engine.url))
+        if text is None:
+            raise
+        raise DatabaseError(text) from exc
 
 
 # The columns of `_job_rows`, in the order SQLite's INSERT takes them (no reordering there).
@@ -746,28 +797,6 @@ def _page_cache_for_bulk_writes(conn: Connection, dialect: str) -> Iterator[None
         yield
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
-
-
-def _execute_many(
-    conn: Connection, stmt: sa.Insert, columns: Sequence[str], rows: list[tuple[Any, ...]]
-) -> None:
-    """Run `stmt` once for each row (values of `columns`), in one executemany call of the
-    database driver.
-
-    `conn.execute(stmt, rows)` does the same, but first binds each row's parameters one by one
-    in Python: for 100,000 jobs that takes as long as SQLite's insert itself. The rows hold plain
-    values only (their JSON already encoded), so there is nothing for SQLAlchemy to convert.
-    """
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
-    params: list[Any]
-    if not compiled.positional:  # named parameters (PostgreSQL)
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-    elif list(compiled.positiontup or ()) == list(columns):
-        params = rows
-    else:
-        in_order = operator.itemgetter(*(columns.index(c) for c in compiled.positiontup or ()))
-        params = [in_order(row) for row in rows]
-    conn.exec_driver_sql(compiled.string, params)
 
 
 def _lock_key(name: str) -> int:

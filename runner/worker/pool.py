@@ -35,14 +35,14 @@ import anyio
 
 from runner import reconcile, states
 from runner.budget import allowance
-from runner.campaign import CampaignSettings
+from runner.campaign import CampaignSettings, ProviderConfig, Style
 from runner.inputs import FileChangedError, has_files, materialize
 from runner.limits import CreateRate, Share
 from runner.naming import job_fields, render_filename
 from runner.polling import Timing, usable_progress
 from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
 from runner.report.provenance import after_download
-from runner.retry import RetryPolicy, local_retry_wait, time_scale
+from runner.retry import RetryPolicy, lease_seconds, local_retry_wait, time_scale
 from runner.saving import (
     PROBE_EVERY,
     Pause,
@@ -70,6 +70,7 @@ from runner.worker.download import (
     probe,
     sweep_stale_temps,
 )
+from runner.worker.liveness import owner_is_dead, pid_is_dead
 
 log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
@@ -94,7 +95,7 @@ class PoolOptions:
     tick: float = 0.5  # longest sleep between looks at the queue
     # A dead worker's jobs return to the others when its lease runs out; the heartbeat renews
     # leases every quarter of it. Scaled down with every wait in tests, but never below 10 s.
-    lease_seconds: float = field(default_factory=lambda: max(10.0, 60.0 * time_scale()))
+    lease_seconds: float = field(default_factory=lease_seconds)
     sweep_every: float = 5.0
 
 
@@ -134,6 +135,17 @@ class CampaignRuntime:
     provider: Provider
     account: Account
     halt: Halt | None = None
+    # Jobs created at an account the campaign used before `--move-queued` (`runner.clash`),
+    # by id, with that account and its provider: polled, reconciled and canceled there.
+    earlier: dict[int, tuple[ProviderConfig, Provider]] = field(default_factory=dict)
+
+    def provider_for(self, job: Job) -> Provider:
+        found = self.earlier.get(job.id)
+        return self.provider if found is None else found[1]
+
+    def account_of(self, job: Job) -> tuple[str, str, str]:
+        found = self.earlier.get(job.id)
+        return (self.settings.provider if found is None else found[0]).account
 
     @property
     def submits(self) -> bool:
@@ -157,32 +169,6 @@ class RunReport:
 
 def make_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def pid_is_dead(pid: int) -> bool:
-    """Whether no process with this pid runs on this machine (never true for ourselves)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def owner_is_dead(owner: str, me: str) -> bool:
-    """Whether a lease owner is a process on this host that no longer runs."""
-    if owner == me:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, _token = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine: its lease expires on its own
-    pid = int(pid_text)
-    # Our own pid under another owner name: an earlier process that had this pid is gone.
-    return pid == os.getpid() or pid_is_dead(pid)
 
 
 def creating(workers: Iterable[WorkerInfo], live_since: float) -> list[WorkerInfo]:
@@ -628,7 +614,7 @@ class Worker:
         if states.can_reuse(job) and await self._reuse(job):
             return
         try:
-            body = await _provider_body(job, runtime.settings)
+            body = await _provider_body(job, runtime.settings.provider.style)
         except FileChangedError as error:
             await self._apply(states.on_input_gone(job, now, str(error)))
             return
@@ -680,20 +666,21 @@ class Worker:
 
     async def _poll(self, job: Job) -> None:
         runtime = self.campaigns[job.campaign]
+        provider = runtime.provider_for(job)
         now = self.clock()
         if job.deadline_at is not None and now > job.deadline_at:
-            if runtime.provider.supports_cancel and job.remote_id:
+            if provider.supports_cancel and job.remote_id:
                 try:
-                    await runtime.provider.cancel(Handle(job.remote_id, job.polling_url))
+                    await provider.cancel(Handle(job.remote_id, job.polling_url))
                 except ProviderError as error:
                     log.info("cancel of %s after its deadline failed: %s", job.key, error)
-                    if error.kind is ErrorKind.UNSUPPORTED:
+                    if error.kind is ErrorKind.UNSUPPORTED and job.id not in runtime.earlier:
                         await self.note_unsupported(job.campaign, "cancel", error)
             await self._apply(states.on_deadline(job, self.clock()))
             return
         assert job.remote_id is not None
         try:
-            status = await runtime.provider.poll(Handle(job.remote_id, job.polling_url))
+            status = await provider.poll(Handle(job.remote_id, job.polling_url))
         except ProviderError as error:
             outcome = states.on_poll_error(job, error, self.clock(), self.policy, self.rng)
         except BaseException:
@@ -756,19 +743,19 @@ class Worker:
         """Did a create that got no answer happen? Adopt its prediction, submit it again, or
         ask the user: decided one to one among the jobs with its input (`runner.reconcile`)."""
         runtime = self.campaigns[job.campaign]
-        provider = runtime.provider
+        provider = runtime.provider_for(job)
         if not provider.supports_list:
             reason = "this provider lists no predictions here, so the runner cannot find out"
             await self._apply(states.on_reconcile_unavailable(job, reason))
             return
-        account = runtime.settings.provider.account
+        account = runtime.account_of(job)
         try:
             attempts, _ = await self._db_call(self.store.reconcile_view, job, account)
             verdict: reconcile.Verdict | None = reconcile.waiting(job.id, attempts)
             if verdict is None:
                 since = min(a.submitted_at for a in attempts)
                 # The provider echoes what it was sent: compare with the same bytes.
-                body = await _provider_body(job, runtime.settings)
+                body = await _provider_body(job, runtime.settings.provider.style)
                 listing = await provider.list_matching(job.model, body, since=since)
                 ids = [
                     c.submission.handle.remote_id for c in (*listing.candidates, *listing.removed)
@@ -782,7 +769,8 @@ class Worker:
             return
         except ProviderError as error:
             if error.kind is ErrorKind.UNSUPPORTED:
-                await self.note_unsupported(job.campaign, "list", error)
+                if job.id not in runtime.earlier:
+                    await self.note_unsupported(job.campaign, "list", error)
                 reason = f"the provider does not serve its list route ({error})"
                 await self._apply(states.on_reconcile_unavailable(job, reason))
                 return
@@ -871,7 +859,7 @@ class Worker:
                 self.policy,
                 self.rng,
                 url_gone=error.gone,
-                can_refresh=self.campaigns[job.campaign].provider.refreshes_outputs,
+                can_refresh=self.campaigns[job.campaign].provider_for(job).refreshes_outputs,
                 local=error.local,
                 local_tries=tries,
             )
@@ -973,9 +961,10 @@ def _devices_of(folders: dict[str, Path]) -> dict[str, int]:
     return {name: device_of(folder) for name, folder in folders.items()}
 
 
-async def _provider_body(job: Job, settings: CampaignSettings) -> dict[str, Any]:
-    """The job's input as its provider takes it: input images are stored as references, and
-    their bytes are read (in a thread) only when there are some. Raises FileChangedError."""
+async def _provider_body(job: Job, style: Style) -> dict[str, Any]:
+    """The job's input as a provider of `style` takes it: input images are stored as
+    references, and their bytes are read (in a thread) only when there are some. Raises
+    FileChangedError."""
     if not has_files(job.input):
         return job.input
-    return await anyio.to_thread.run_sync(materialize, job.input, settings.provider.style)
+    return await anyio.to_thread.run_sync(materialize, job.input, style)
