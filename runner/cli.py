@@ -612,7 +612,7 @@ def upgrade(db: str | None) -> None:
     """Create the database or bring its schema to the newest version."""
     from runner.store.migrate import current_revision, head_revision
 
-    store = open_store(resolve_db(db))
+    store = open_store(resolve_db(db), check=True)
     click.echo(f"database at revision {current_revision(store.engine)} (head {head_revision()})")
 
 

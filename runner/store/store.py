@@ -92,10 +92,11 @@ def _migrate(engine: Engine, target: opening.Target) -> None:
         raise DatabaseError(f"cannot open the database at {target.place.shown}: {exc}") from exc
 
 
-# Read-only commands check a SQLite file this size or smaller in full before reading it (some
-# 100,000 jobs; 0.1 s): a bigger one costs a second or more for every page (20 s on a cold
-# cache at 1,000,000 jobs), so they leave it to what they read, whose damage is reported all
-# the same. Commands that write, and doctor, always check in full.
+# Commands check a SQLite file this size or smaller in full before using it (some 100,000
+# jobs; 0.1 s): a bigger one costs a second or more for every page (20 s on a cold cache at
+# 1,000,000 jobs), at every start of `run` or `work`, so they leave it to the pages they read
+# and write, whose damage is reported all the same (one paragraph, exit 2). `doctor` and
+# `db upgrade` always check in full.
 READER_CHECK_BYTES = 64 * 1024 * 1024
 
 
@@ -104,16 +105,19 @@ def open_store(
     *,
     create: bool = True,
     before_create: Callable[[str], None] | None = None,
-    check: bool = True,
+    check: bool | None = None,
 ) -> Store:
     """Open (and, when `create`, make) a database to write to, and bring its schema to the
     newest version. A database that lost its tables, is someone else's, is damaged (`check`:
-    every page read first) or cannot be written here raises DatabaseError, before anything is
-    written. `before_create(where)` is called before a new one is made (and may refuse)."""
+    every page read first; None: when the file is at most READER_CHECK_BYTES) or cannot be
+    written here raises DatabaseError, before anything is written. `before_create(where)` is
+    called before a new one is made (and may refuse)."""
     target = opening.target(db)
     path = target.path
     if path is not None:
         size = target.size
+        if check is None:
+            check = (size or 0) <= READER_CHECK_BYTES
         if size is None and not create:
             raise opening.missing(target)
         if size == 0 and not create:
