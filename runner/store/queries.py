@@ -214,6 +214,7 @@ def orphaned_submits(now: float, error: str) -> Executable:
             lease_expires_at=None,
             error=error,
             strikes=0,
+            bugs=0,
             next_attempt_at=now,
             updated_at=now,
         )
@@ -439,6 +440,10 @@ def due_by_state(campaigns_: tuple[str, ...], states: tuple[State, ...]) -> Exec
         for state in states
     ]
     return sa.union_all(*per_state)
+
+
+def select_job(job_id: int) -> Executable:
+    return sa.select(jobs).where(jobs.c.id == job_id)
 
 
 def select_jobs(
