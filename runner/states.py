@@ -49,9 +49,10 @@ RETRYABLE_BY_USER = frozenset(
 
 MOVES: dict[State, frozenset[State]] = {
     # QUEUED -> DONE only by reuse (the very same input was already generated and saved);
-    # QUEUED -> FAILED when an input file changed before anything was sent.
+    # QUEUED -> FAILED when an input file changed before anything was sent, or a bug came back
+    # too often; QUEUED -> QUEUED waits out a bug's backoff.
     State.QUEUED: frozenset(
-        {State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE, State.FAILED}
+        {State.QUEUED, State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE, State.FAILED}
     ),
     State.SUBMITTING: frozenset(
         {

@@ -13,6 +13,7 @@ import email.utils
 import functools
 import json
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -201,20 +202,50 @@ def _request_size(request: httpx.Request) -> int:
         return 0
 
 
+# Content codings an API answer may come in: gzip and deflate, decoded here with a bound on
+# what each piece may grow to (a small compressed piece can inflate a thousandfold).
+ACCEPT_ENCODING = "gzip, deflate"
+_ZLIB_ANY = 32 + zlib.MAX_WBITS  # a gzip or a zlib header, whichever it is
+
+
 async def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """At most `limit` bytes of the (decoded) body, and whether that is all of it. A body
-    announced, or found, to be longer is not read on: it is never held whole."""
+    announced, or found, to be longer is not read on: it is never held whole, nor inflated
+    beyond the limit. An encoding other than gzip or deflate is refused."""
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+        raise ProviderError(
+            ErrorKind.PROTOCOL,
+            f"the answer is encoded as {coding[:40]!r}, which runner does not read",
+            status_code=response.status_code,
+        )
+    inflate = zlib.decompressobj(_ZLIB_ANY) if coding not in ("identity", "") else None
     length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit and not response.headers.get("content-encoding"):
+    if inflate is None and length.isdigit() and int(length) > limit:
         return b"", False
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], False
-    return b"".join(chunks), True
+    body = bytearray()
+    try:
+        async for raw in response.aiter_raw():
+            if inflate is None:
+                body += raw
+            else:
+                pending = raw
+                while pending and len(body) <= limit:
+                    body += inflate.decompress(pending, limit + 1 - len(body))
+                    pending = inflate.unconsumed_tail
+            if len(body) > limit:
+                return bytes(body[:limit]), False
+        if inflate is not None:
+            body += inflate.flush(limit + 1 - len(body))
+    except zlib.error as exc:
+        raise ProviderError(
+            ErrorKind.PROTOCOL,
+            f"the answer's {coding} encoding is broken: {exc}",
+            status_code=response.status_code,
+        ) from None
+    if len(body) > limit:
+        return bytes(body[:limit]), False
+    return bytes(body), True
 
 
 def _with_body(response: httpx.Response, content: bytes) -> httpx.Response:

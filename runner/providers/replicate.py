@@ -202,7 +202,15 @@ class ReplicateProvider:
         remote_id = answer.get("id") if isinstance(answer, dict) else None
         if isinstance(remote_id, str):
             checked_id(remote_id, "the prediction id")
-        status = parse_prediction(answer)
+        try:
+            status = parse_prediction(answer)
+        except ProviderError as error:
+            if error.kind is not ErrorKind.OVERSIZED or not remote_id:
+                raise
+            # The prediction is known by a sane id; only what it says of itself is beyond use
+            # (a `Prefer: wait` answer's outputs): it is held, and its polls tell the rest.
+            raw = bounds.clip(str(answer.get("status")), bounds.MAX_STATUS)
+            status = RemoteStatus(Phase.PENDING, raw_status=raw)
         if not isinstance(remote_id, str) or not remote_id:
             raise ProviderError(ErrorKind.PROTOCOL, "create answer has no prediction id")
         created = _epoch(answer.get("created_at"))
