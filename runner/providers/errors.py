@@ -212,6 +212,8 @@ async def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bo
     """At most `limit` bytes of the (decoded) body, and whether that is all of it. A body
     announced, or found, to be longer is not read on: it is never held whole, nor inflated
     beyond the limit. An encoding other than gzip or deflate is refused."""
+    if response.is_stream_consumed:  # read before it came here (an in-memory transport's)
+        return response.content[:limit], len(response.content) <= limit
     coding = response.headers.get("content-encoding", "identity").strip().lower()
     if coding not in ("identity", "", "gzip", "x-gzip", "deflate"):
         raise ProviderError(
