@@ -201,12 +201,13 @@ def lease_owners() -> Executable:
 
 
 def orphaned_submits(now: float, error: str) -> Executable:
-    """Creates whose process died mid-call may have been billed: find out before anything."""
+    """Creates whose process died mid-call may have been billed: find out before anything.
+    A create nobody holds at all (its lease given back) is one too: nothing else moves it."""
     return (
         sa.update(jobs)
         .where(
             jobs.c.state == State.SUBMITTING.value,
-            jobs.c.lease_expires_at < now,
+            sa.or_(jobs.c.lease_expires_at < now, jobs.c.lease_expires_at.is_(None)),
         )
         .values(
             state=State.RECONCILING.value,

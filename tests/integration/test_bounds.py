@@ -327,6 +327,39 @@ def test_a_megabyte_error_text_is_stored_cut_to_4_kib(
     _nothing_oversized(store)
 
 
+def test_the_store_cuts_every_error_text_it_writes(store: Store, tmp_path: Path) -> None:
+    store.enqueue(campaign(n=1, out=tmp_path / "out"))
+    (job,) = _jobs(store)
+    change = states.Change(job.id, State.QUEUED, State.FAILED, {"error": "e" * MB})
+    assert store.apply(change, owner=None)
+    (job,) = _jobs(store)
+    assert job.error is not None and len(job.error) == bounds.MAX_ERROR
+    assert job.error.endswith("(1,000,000 characters, cut to 4,096)")
+
+
+def test_a_job_that_moves_on_starts_its_count_of_bugs_again(store: Store, tmp_path: Path) -> None:
+    store.enqueue(campaign(n=1, out=tmp_path / "out"))
+    (job,) = _jobs(store)
+    assert store.apply(states.Change(job.id, State.QUEUED, State.QUEUED, {"bugs": 3}), owner=None)
+    assert _jobs(store)[0].bugs == 3  # a bug's retry keeps its state and its count
+    assert store.apply(states.Change(job.id, State.QUEUED, State.SUBMITTING), owner=None)
+    assert _jobs(store)[0].bugs == 0
+
+
+def test_a_create_nobody_holds_is_reconciled_not_left_submitting(
+    store: Store, tmp_path: Path
+) -> None:
+    # what the old handler of unexpected errors left behind: the lease given back mid-create
+    store.enqueue(campaign(n=1, out=tmp_path / "out"))
+    (job,) = _jobs(store)
+    begin = states.begin_submit(job, time.time(), None)
+    assert store.apply(begin, owner=None, release=True)
+    (job,) = _jobs(store)
+    assert job.state is State.SUBMITTING and job.lease_expires_at is None
+    assert store.mark_orphaned_submits(time.time()) == 1
+    assert _jobs(store)[0].state is State.RECONCILING
+
+
 # -- handlers that raise ----------------------------------------------------------------------
 
 
