@@ -24,7 +24,6 @@ import random
 import secrets
 import socket
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from typing import Any, TypeVar
 import anyio
 
 from runner import reconcile, states
-from runner.bounds import clip
 from runner.budget import allowance
 from runner.campaign import CampaignSettings
 from runner.inputs import FileChangedError, has_files, materialize, sent_size
@@ -43,7 +41,6 @@ from runner.limits import CreateRate, Share
 from runner.naming import job_fields, render_filename
 from runner.polling import Timing, usable_progress
 from runner.providers.base import ErrorKind, Handle, Provider, ProviderError
-from runner.providers.errors import redact
 from runner.report.provenance import after_download
 from runner.retry import RetryPolicy, local_retry_wait, time_scale
 from runner.saving import (
@@ -62,6 +59,7 @@ from runner.stopping import CREATED, Next, Stop, after_stop, expired_warning, no
 from runner.store import Store
 from runner.store.store import WorkerInfo
 from runner.worker.batch import GroupCommit
+from runner.worker.bugs import bug_site, bug_text, bug_trace, key_of
 from runner.worker.download import (
     DownloadError,
     Fetched,
@@ -77,7 +75,6 @@ from runner.worker.download import (
 log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
 COALESCE = 0.002  # seconds: finished tasks within this window share one round of claims
-BUG_TEXT = 500  # characters of an unexpected exception kept in a job's error and its log line
 PROBE_FLOOR = 0.05  # seconds between probes even when waits are scaled to nothing
 T = TypeVar("T")
 
@@ -539,13 +536,13 @@ class Worker:
         (`states.on_bug`), with one log line each time and the traceback only the first time
         that bug is seen (every time at -v). Should even that fail (the database is gone), the
         job's lease runs out and it is taken back then."""
-        secrets = _secrets(self.campaigns[job.campaign].settings)
+        secrets = key_of(self.campaigns[job.campaign].settings)
         text = bug_text(exc, secrets)
         site = bug_site(exc)
         trace = ""
         if site not in self._bug_sites or log.isEnabledFor(logging.DEBUG):
             self._bug_sites.add(site)
-            trace = "\n" + redact("".join(traceback.format_exception(exc)), secrets).rstrip()
+            trace = "\n" + bug_trace(exc, secrets)
         try:
             fresh = await self._db_call(self.store.job, job.id)
             change = None
@@ -1035,25 +1032,6 @@ class Worker:
         change = states.on_downloaded(job, [f.to_dict() for f in files], self.clock())
         after_download(job, change)
         return change
-
-
-def _secrets(settings: CampaignSettings) -> tuple[str, ...]:
-    """The campaign's API key, which an exception's text must never carry into a log or the
-    database (a transport's error can show the request's headers)."""
-    key = os.environ.get(settings.provider.api_key_env, "").strip()
-    return (key,) if len(key) >= 8 else ()
-
-
-def bug_text(exc: BaseException, secrets: Iterable[str] = ()) -> str:
-    """An unexpected exception in a line: its type and words, without a secret, cut short."""
-    return clip(redact(f"{type(exc).__name__}: {exc}", secrets), BUG_TEXT)
-
-
-def bug_site(exc: BaseException) -> tuple[str, str]:
-    """What makes two unexpected exceptions the same bug: the type, and where it was raised."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-    return type(exc).__name__, where
 
 
 def _devices_of(folders: dict[str, Path]) -> dict[str, int]:

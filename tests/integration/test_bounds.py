@@ -30,7 +30,7 @@ from runner.simulator import SimConfig, running_in_thread
 from runner.simulator.server import SimHandle
 from runner.states import State
 from runner.store import Store, open_store
-from runner.worker import pool
+from runner.worker import bugs, pool
 from runner.worker.pool import PoolOptions
 from tests.factories import campaign
 
@@ -502,9 +502,9 @@ def test_a_bug_never_writes_the_api_key_to_the_database_or_the_log(
 
 
 def test_what_a_bug_is_called_in_a_line() -> None:
-    text = pool.bug_text(RuntimeError("x" * 10_000), ["secret-key-1234"])
-    assert text.startswith("RuntimeError: xxx") and len(text) == pool.BUG_TEXT
-    assert pool.bug_text(ValueError("bad secret-key-1234"), ["secret-key-1234"]) == (
+    text = bugs.bug_text(RuntimeError("x" * 10_000), ["secret-key-1234"])
+    assert text.startswith("RuntimeError: xxx") and len(text) == bugs.BUG_TEXT
+    assert bugs.bug_text(ValueError("bad secret-key-1234"), ["secret-key-1234"]) == (
         "ValueError: bad [redacted]"
     )
-    assert re.fullmatch(r"RuntimeError", pool.bug_site(RuntimeError())[0])
+    assert re.fullmatch(r"RuntimeError", bugs.bug_site(RuntimeError())[0])
