@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner import jsontext
 from runner.campaign import Style
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "make_marker",
     "materialize",
     "resolve_images",
+    "sent_size",
     "sniff",
 ]
 
@@ -383,6 +385,20 @@ def materialize(input: dict[str, Any], style: Style) -> dict[str, Any]:
     if style == "replicate":
         return _walk(input, _data_url)
     raise ValueError(f"unknown provider style {style!r}")
+
+
+def sent_size(input: dict[str, Any]) -> int:
+    """About how many bytes `input` takes once its files are read in (each as a data URL, the
+    longer form), without reading them: what a provider's answers may carry back of it."""
+    files: list[int] = []
+
+    def counted(marker: dict[str, Any]) -> str:
+        size = marker.get("bytes")
+        encoded = 4 * -(-size // 3) if isinstance(size, int) else 0
+        files.append(encoded + len(f"data:{marker.get('mime', '')};base64,"))
+        return ""
+
+    return len(jsontext.dumps(_walk(input, counted)).encode()) + sum(files)
 
 
 def _data_url(marker: dict[str, Any]) -> str:

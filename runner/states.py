@@ -49,9 +49,10 @@ RETRYABLE_BY_USER = frozenset(
 
 MOVES: dict[State, frozenset[State]] = {
     # QUEUED -> DONE only by reuse (the very same input was already generated and saved);
-    # QUEUED -> FAILED when an input file changed before anything was sent.
+    # QUEUED -> FAILED when an input file changed before anything was sent, or a bug came back
+    # too often; QUEUED -> QUEUED waits out a bug's backoff.
     State.QUEUED: frozenset(
-        {State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE, State.FAILED}
+        {State.QUEUED, State.SUBMITTING, State.CANCELED, State.EXPIRED, State.DONE, State.FAILED}
     ),
     State.SUBMITTING: frozenset(
         {
@@ -62,6 +63,7 @@ MOVES: dict[State, frozenset[State]] = {
             State.MODERATED,
             State.CANCELED,
             State.RECONCILING,
+            State.UNCERTAIN,  # answered, but with nothing usable to find it by
         }
     ),
     # A prediction found by reconciling may be anywhere in its life, even finished.
@@ -136,6 +138,7 @@ class Job:
     # Generation time: while running, as the provider's progress foretells it (if it does);
     # once ready, as the looks at it tell (see runner.polling.generation_estimate).
     generation_s: float | None = None
+    bugs: int = 0  # unexpected errors met handling it since its state last changed
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     created_at: float = 0.0
@@ -292,6 +295,11 @@ def on_create_error(
         return Outcome(_finish(job, State.FAILED, now, f"rejected by provider: {error}"))
     if error.kind is ErrorKind.NETWORK and not error.maybe_sent:
         return Outcome(_retry_or_fail(job, error, now, policy, rng))
+    if error.kind is ErrorKind.OVERSIZED:
+        # The provider answered, so a prediction may well exist, but not one runner can hold:
+        # its answer (or id) is beyond any sane size, and a listing would show the same.
+        reason = f"its create was answered, but runner cannot use the answer: {error}"
+        return Outcome(on_reconcile_unavailable(job, reason))
     # Timeouts, resets, 5xx, unreadable answers: the provider may have created (and billed) it.
     return Outcome(to_reconcile(job, now, f"create got no usable answer ({error})"))
 
@@ -598,6 +606,46 @@ def on_download_error(
 
 
 MAX_URL_REFRESHES = 2
+
+
+# Unexpected errors (bugs: an exception no rule here expects) a job may meet in one state
+# before it is given up. Each try waits as a retry does; a bug that comes back every time ends
+# the job within a few minutes instead of being retried every 30 s until its deadline.
+MAX_BUGS = 5
+
+
+def on_bug(
+    job: Job, error: str, now: float, policy: RetryPolicy, rng: random.Random
+) -> Change | None:
+    """A job's handler raised something unexpected; `job` as the database holds it now.
+
+    Tried again later, `MAX_BUGS` times at most in one state, then given up: failed, or
+    uncertain when it may have been created and billed (never resent). A create that may have
+    gone out is never tried again blindly: it is reconciled at once. None: settled already,
+    nothing to do.
+    """
+    if job.state in SETTLED:
+        return None
+    bugs = job.bugs + 1
+    if job.state is State.SUBMITTING:
+        change = to_reconcile(job, now, f"unexpected error while creating ({error})")
+        return replace(change, values={**change.values, "bugs": bugs})
+    if bugs >= MAX_BUGS:
+        reason = f"gave up after {bugs} unexpected errors (last: {error})"
+        if job.state is State.RECONCILING:
+            change = on_reconcile_unavailable(job, reason)
+            return replace(change, values={**change.values, "bugs": bugs})
+        return _finish(job, State.FAILED, now, reason, bugs=bugs)
+    return Change(
+        job.id,
+        job.state,
+        job.state,
+        {
+            "bugs": bugs,
+            "next_attempt_at": now + backoff(bugs, policy, rng),
+            "error": f"unexpected error {bugs} of {MAX_BUGS} allowed, trying again: {error}",
+        },
+    )
 
 
 def can_reuse(job: Job) -> bool:

@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from runner.bounds import clip
+
 
 class Phase(enum.StrEnum):
     """Where a remote prediction is, in words common to both styles."""
@@ -39,10 +41,15 @@ class RemoteStatus:
 
 @dataclass(frozen=True)
 class Handle:
-    """What identifies a remote prediction; persisted before anything else happens to it."""
+    """What identifies a remote prediction; persisted before anything else happens to it.
+
+    `echo` (not persisted): how many bytes of the job's input the provider's answers about it
+    may carry back (a Replicate prediction shows its input), on top of what any answer may be.
+    """
 
     remote_id: str
     polling_url: str | None = None
+    echo: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,9 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"  # the request may have reached the server
     NETWORK = "network"  # the connection failed before the request was sent
     PROTOCOL = "protocol"  # an answer we cannot use (bad JSON, missing id)
+    # An answer, or a field of one, beyond `runner.bounds` (a megabyte id, a 30 MB body): a
+    # protocol error that asking again does not mend; on a create, it may have been billed.
+    OVERSIZED = "oversized"
     UNSUPPORTED = "unsupported"  # 404/405 from an optional route (list, cancel, secret)
 
 
@@ -100,6 +110,8 @@ class ProviderError(Exception):
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # what a provider said ends up in logs and a job's error: never more than a page of it
+        self.message = clip(self.message)
         super().__init__(self.message)
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from runner import bounds
 from runner.campaign import ProviderConfig
 from runner.providers.base import (
     ErrorKind,
@@ -24,7 +25,13 @@ from runner.providers.base import (
     Submission,
 )
 from runner.providers.domains import registrable_domain, same_api_domain
-from runner.providers.errors import api_url, request_json
+from runner.providers.errors import (
+    api_url,
+    checked_id,
+    checked_outputs,
+    checked_url,
+    request_json,
+)
 
 __all__ = ["BflProvider", "parse_result", "same_api_domain"]
 
@@ -39,9 +46,11 @@ _PHASES = {
 
 
 def parse_result(body: Any) -> RemoteStatus:
+    """A `get_result` answer as a status; its outputs beyond `runner.bounds` are an OVERSIZED
+    error, its error text is cut to size."""
     if not isinstance(body, dict) or not isinstance(body.get("status"), str):
         raise ProviderError(ErrorKind.PROTOCOL, f"not a task result: {str(body)[:200]}")
-    raw = body["status"]
+    raw = bounds.clip(body["status"], bounds.MAX_STATUS)
     phase = _PHASES.get(raw, Phase.UNKNOWN)
     result = body.get("result")
     outputs: tuple[str, ...] = ()
@@ -54,11 +63,11 @@ def parse_result(body: Any) -> RemoteStatus:
     details = body.get("details")
     error = None
     if phase in (Phase.FAILED, Phase.MODERATED):
-        error = raw if not details else f"{raw}: {details}"
+        error = raw if not details else bounds.clip(f"{raw}: {details}")
     progress = body.get("progress")
     return RemoteStatus(
         phase=phase,
-        outputs=outputs,
+        outputs=checked_outputs(outputs),
         error=error,
         raw_status=raw,
         progress=float(progress) if isinstance(progress, int | float) else None,
@@ -86,10 +95,15 @@ class BflProvider:
         )
         if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
             raise ProviderError(ErrorKind.PROTOCOL, f"create answer has no id: {str(answer)[:200]}")
+        remote_id = checked_id(answer["id"], "the task id")
         polling_url = answer.get("polling_url")
+        if isinstance(polling_url, str):
+            checked_url(polling_url, "its polling_url")
+        else:
+            polling_url = None
         cost = answer.get("cost")
         return Submission(
-            handle=Handle(answer["id"], polling_url if isinstance(polling_url, str) else None),
+            handle=Handle(remote_id, polling_url),
             status=RemoteStatus(phase=Phase.PENDING, raw_status="Pending"),
             cost=float(cost) if isinstance(cost, int | float) else None,
         )
@@ -107,7 +121,8 @@ class BflProvider:
         return httpx.URL(f"{self.base}/v1/get_result", params={"id": handle.remote_id})
 
     async def poll(self, handle: Handle) -> RemoteStatus:
-        _, answer = await request_json(self.client, "GET", self.status_url(handle), "poll")
+        url = self.status_url(handle)
+        _, answer = await request_json(self.client, "GET", url, "poll", echo=handle.echo)
         return parse_result(answer)
 
     async def cancel(self, handle: Handle) -> None:

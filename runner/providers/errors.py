@@ -13,12 +13,14 @@ import email.utils
 import functools
 import json
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import aiohttp
 import httpx
 
+from runner import bounds
 from runner.providers.base import ErrorKind, ProviderError
 from runner.providers.redaction import (
     AUTH_HEADERS,
@@ -182,19 +184,148 @@ def api_url(text: str) -> httpx.URL:
     return httpx.URL(text)
 
 
+def oversized(what: str, length: int, limit: int, unit: str = "characters") -> ProviderError:
+    """The protocol error for a field of an answer beyond `runner.bounds`, naming the limit."""
+    return ProviderError(
+        ErrorKind.OVERSIZED,
+        f"{what} is {length:,} {unit} long, more than the {limit:,} runner takes",
+    )
+
+
+def checked_id(value: str, what: str = "the prediction id") -> str:
+    if len(value) > bounds.MAX_ID:
+        raise oversized(what, len(value), bounds.MAX_ID)
+    return value
+
+
+def checked_url(value: str, what: str) -> str:
+    if len(value) > bounds.MAX_URL:
+        raise oversized(what, len(value), bounds.MAX_URL)
+    return value
+
+
+def checked_outputs(urls: Iterable[str]) -> tuple[str, ...]:
+    """A prediction's output URLs, each within `MAX_URL`, and no more than `MAX_OUTPUTS`."""
+    outputs = tuple(urls)
+    if len(outputs) > bounds.MAX_OUTPUTS:
+        raise ProviderError(
+            ErrorKind.OVERSIZED,
+            f"the answer lists {len(outputs):,} output URLs, more than the "
+            f"{bounds.MAX_OUTPUTS} runner takes of one prediction",
+        )
+    for url in outputs:
+        checked_url(url, "an output URL")
+    return outputs
+
+
+def _request_size(request: httpx.Request) -> int:
+    try:
+        return len(request.content)
+    except httpx.RequestNotRead:  # a streamed body: nobody here sends one
+        return 0
+
+
+# Content codings an API answer may come in: gzip and deflate, decoded here with a bound on
+# what each piece may grow to (a small compressed piece can inflate a thousandfold).
+ACCEPT_ENCODING = "gzip, deflate"
+_ZLIB_ANY = 32 + zlib.MAX_WBITS  # a gzip or a zlib header, whichever it is
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the (decoded) body, and whether that is all of it. A body
+    announced, or found, to be longer is not read on: it is never held whole, nor inflated
+    beyond the limit. An encoding other than gzip or deflate is refused."""
+    if response.is_stream_consumed:  # read before it came here (an in-memory transport's)
+        return response.content[:limit], len(response.content) <= limit
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+        raise ProviderError(
+            ErrorKind.PROTOCOL,
+            f"the answer is encoded as {coding[:40]!r}, which runner does not read",
+            status_code=response.status_code,
+        )
+    inflate = zlib.decompressobj(_ZLIB_ANY) if coding not in ("identity", "") else None
+    length = response.headers.get("content-length", "")
+    if inflate is None and length.isdigit() and int(length) > limit:
+        return b"", False
+    body = bytearray()
+    try:
+        async for raw in response.aiter_raw():
+            if inflate is None:
+                body += raw
+            else:
+                pending = raw
+                while pending and len(body) <= limit:
+                    body += inflate.decompress(pending, limit + 1 - len(body))
+                    pending = inflate.unconsumed_tail
+            if len(body) > limit:
+                return bytes(body[:limit]), False
+        if inflate is not None:
+            body += inflate.flush(limit + 1 - len(body))
+    except zlib.error as exc:
+        raise ProviderError(
+            ErrorKind.PROTOCOL,
+            f"the answer's {coding} encoding is broken: {exc}",
+            status_code=response.status_code,
+        ) from None
+    if len(body) > limit:
+        return bytes(body[:limit]), False
+    return bytes(body), True
+
+
+def _with_body(response: httpx.Response, content: bytes) -> httpx.Response:
+    """`response` with the body read so far, for the classification of an error answer."""
+    skip = ("content-length", "content-encoding", "transfer-encoding")
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=content,
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
 async def request_json(
-    client: httpx.AsyncClient, method: str, url: str | httpx.URL, op: Operation, **kwargs: Any
+    client: httpx.AsyncClient,
+    method: str,
+    url: str | httpx.URL,
+    op: Operation,
+    *,
+    echo: int = 0,
+    limit: int | None = None,
+    **kwargs: Any,
 ) -> tuple[int, Any]:
     """Send one request; return (status, JSON body) or raise a classified ProviderError.
 
-    No text of the answer reaches an error or the caller with the request's key in it, in any
-    form (`runner.providers.redaction`), whatever the status. Errors
-    are raised outside the `except` blocks so that they chain to nothing: the transport's own
-    exceptions can carry the request's headers (aiohttp's repr shows them all).
+    The body is read up to a bound (`limit`, else `bounds.answer_limit` of what the answer may
+    echo: the request's own body and `echo` bytes more): a longer answer is an `OVERSIZED`
+    protocol error, and is never held whole. No text of the answer reaches an error or the
+    caller with the request's key in it, in any form (`runner.providers.redaction`), whatever
+    the status. Errors are raised outside the `except` blocks so that they chain to nothing:
+    the transport's own exceptions can carry the request's headers (aiohttp's repr shows them
+    all).
     """
     failure: ProviderError | None = None
     try:
-        response = await client.request(method, url, **kwargs)
+        request = client.build_request(method, url, **kwargs)
+        if limit is None:
+            echoed = echo + _request_size(request)
+            allowed = bounds.answer_limit(echoed)
+            bound = f"{bounds.size_text(bounds.MAX_ANSWER)} of an API answer"
+            if echoed:
+                bound += ", with twice what it may echo of the job's input"
+        else:
+            allowed, bound = limit, f"{bounds.size_text(limit)} of this answer"
+        response = await client.send(request, stream=True)
+        try:
+            content, whole = await _read_at_most(response, allowed)
+        finally:
+            await response.aclose()
+    except httpx.InvalidURL as exc:
+        # raised before anything is sent (a URL too long or malformed to send at all)
+        text = f"cannot send a request to this URL: {exc}"
+        failure = ProviderError(ErrorKind.PROTOCOL, text, maybe_sent=False)
     except httpx.HTTPError as exc:
         failure = from_exception(exc)
     except aiohttp.ClientError as exc:
@@ -206,14 +337,21 @@ async def request_json(
     if failure is not None:
         raise failure
     if response.status_code >= 400:
-        raise from_response(response, op)
+        # classified by its status whatever its size; its words, as far as they were read
+        raise from_response(_with_body(response, content), op)
+    if not whole:
+        raise ProviderError(
+            ErrorKind.OVERSIZED,
+            f"the answer is longer than {allowed:,} bytes, the most runner reads ({bound})",
+            status_code=response.status_code,
+        )
     secrets = _sent_credentials(response)
-    content = _answer_bytes(response.content, secrets)
+    content = _answer_bytes(content, secrets)
     try:
         return response.status_code, json.loads(content)
     except ValueError:
         pass
-    text = secrets.redact(response.text)
+    text = secrets.redact(content.decode("utf-8", "replace"))
     raise ProviderError(
         ErrorKind.PROTOCOL, f"answer is not JSON: {text[:200]!r}", status_code=response.status_code
     )

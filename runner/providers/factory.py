@@ -12,6 +12,7 @@ from runner.presets import routes
 from runner.providers.base import Provider
 from runner.providers.bfl import BflProvider
 from runner.providers.clock import ProviderClock
+from runner.providers.errors import ACCEPT_ENCODING
 from runner.providers.replicate import ReplicateProvider
 
 USER_AGENT = "runner/0.1 (+batch image generation)"
@@ -71,7 +72,12 @@ def make_provider(
     wait = float(config.prefer_wait or 0)
     clock = ProviderClock()
     client = CookielessClient(
-        headers={**auth_headers(config, api_key), "User-Agent": USER_AGENT},
+        headers={
+            **auth_headers(config, api_key),
+            "User-Agent": USER_AGENT,
+            # what `request_json` decodes within its bound (not br, not zstd)
+            "Accept-Encoding": ACCEPT_ENCODING,
+        },
         timeout=httpx.Timeout(timeout, read=timeout + wait),
         # The key must go to the API host only: never follow a redirect elsewhere with it.
         follow_redirects=False,

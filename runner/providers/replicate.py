@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from runner import bounds
 from runner.campaign import ProviderConfig
 from runner.durations import format_duration
 from runner.providers.base import (
@@ -33,7 +34,13 @@ from runner.providers.base import (
     Submission,
 )
 from runner.providers.clock import ProviderClock
-from runner.providers.errors import api_url, request_json
+from runner.providers.errors import (
+    api_url,
+    checked_id,
+    checked_outputs,
+    checked_url,
+    request_json,
+)
 
 _VERSION_ID = re.compile(r"[0-9a-f]{64}")
 _PHASES = {
@@ -60,12 +67,14 @@ def is_version(model: str) -> bool:
 
 
 def parse_prediction(body: Any) -> RemoteStatus:
+    """A prediction object as a status; its outputs beyond `runner.bounds` are an OVERSIZED
+    error, its error text is cut to size."""
     if not isinstance(body, dict) or not isinstance(body.get("status"), str):
         raise ProviderError(ErrorKind.PROTOCOL, f"not a prediction: {str(body)[:200]}")
-    raw = body["status"]
+    raw = bounds.clip(body["status"], bounds.MAX_STATUS)
     phase = _PHASES.get(raw, Phase.UNKNOWN)
     error = body.get("error")
-    error_text = str(error) if error else None
+    error_text = bounds.clip(str(error)) if error else None
     if phase is Phase.FAILED and error_text and "nsfw" in error_text.lower():
         phase = Phase.MODERATED
     output = body.get("output")
@@ -77,7 +86,7 @@ def parse_prediction(body: Any) -> RemoteStatus:
         outputs = ()
     return RemoteStatus(
         phase=phase,
-        outputs=outputs,
+        outputs=checked_outputs(outputs),
         error=error_text,
         raw_status=raw,
         data_removed=bool(body.get("data_removed")),
@@ -128,6 +137,7 @@ def _listed(page: Any) -> list[tuple[dict[str, Any], float]]:
                 ErrorKind.PROTOCOL,
                 f"list answer holds something else than predictions: {str(item)[:200]}",
             )
+        checked_id(item["id"], "a listed prediction's id")
         out.append((item, created))
     return out
 
@@ -189,8 +199,18 @@ class ReplicateProvider:
         _, answer = await request_json(
             self.client, "POST", url, "create", json=body, headers=headers
         )
-        status = parse_prediction(answer)
-        remote_id = answer.get("id")
+        remote_id = answer.get("id") if isinstance(answer, dict) else None
+        if isinstance(remote_id, str):
+            checked_id(remote_id, "the prediction id")
+        try:
+            status = parse_prediction(answer)
+        except ProviderError as error:
+            if error.kind is not ErrorKind.OVERSIZED or not remote_id:
+                raise
+            # The prediction is known by a sane id; only what it says of itself is beyond use
+            # (a `Prefer: wait` answer's outputs): it is held, and its polls tell the rest.
+            raw = bounds.clip(str(answer.get("status")), bounds.MAX_STATUS)
+            status = RemoteStatus(Phase.PENDING, raw_status=raw)
         if not isinstance(remote_id, str) or not remote_id:
             raise ProviderError(ErrorKind.PROTOCOL, "create answer has no prediction id")
         created = _epoch(answer.get("created_at"))
@@ -202,7 +222,7 @@ class ReplicateProvider:
 
     async def poll(self, handle: Handle) -> RemoteStatus:
         url = f"{self.base}/v1/predictions/{handle.remote_id}"
-        _, answer = await request_json(self.client, "GET", url, "poll")
+        _, answer = await request_json(self.client, "GET", url, "poll", echo=handle.echo)
         return parse_prediction(answer)
 
     async def cancel(self, handle: Handle) -> None:
@@ -224,7 +244,9 @@ class ReplicateProvider:
         found: list[Candidate] = []
         removed: list[Candidate] = []
         for _ in range(MAX_LIST_PAGES):
-            _, page = await request_json(self.client, "GET", url, "list", params=params)
+            _, page = await request_json(
+                self.client, "GET", url, "list", params=params, limit=bounds.MAX_LIST_ANSWER
+            )
             if start is None:  # the first page's Date header has just set the clock
                 start = self.clock.provider_time(since) - LIST_SLACK
                 reach = self.clock.provider_time(self.clock.now()) - start
@@ -243,7 +265,10 @@ class ReplicateProvider:
                 if removed_data or item.get("input") == input:
                     submission = Submission(Handle(item["id"]), parse_prediction(item))
                     (removed if removed_data else found).append(Candidate(submission, created))
-            next_params = _next_params(page.get("next"))
+            next_url = page.get("next")
+            if isinstance(next_url, str):
+                checked_url(next_url, "the list's next link")
+            next_params = _next_params(next_url)
             if next_params is None:
                 return Listing(start, tuple(reversed(found)), tuple(reversed(removed)))
             params = next_params

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runner.simulator import padding
 from runner.simulator._http import (
     Admitted,
     DroppedResponse,
@@ -160,10 +161,12 @@ def render_result(sim: Simulator, prediction: Prediction, request: Request) -> d
     """The `get_result` answer as BFL shows it now."""
     now = sim.now()
     snap = sim.snapshot(prediction, now)
+    oversize = sim.config.oversized
+    shown_id = padding.shown_id(oversize, prediction)
     if sim.forgotten(snap, now):
-        return {"id": prediction.id, "status": "Task not found"}
+        return {"id": shown_id, "status": "Task not found"}
     body: dict[str, Any] = {
-        "id": prediction.id,
+        "id": shown_id,
         "status": _PUBLIC_STATUS[snap.phase],
         "result": None,
         "progress": None if snap.terminal else snap.progress,
@@ -173,7 +176,9 @@ def render_result(sim: Simulator, prediction: Prediction, request: Request) -> d
     if snap.phase == "succeeded":
         assert snap.started is not None and snap.completed is not None
         body["result"] = {
-            "sample": file_urls(sim, prediction, snap, base_url(request))[0],
+            "sample": padding.outputs(
+                oversize, prediction, file_urls(sim, prediction, snap, base_url(request))
+            )[0],
             "seed": prediction.seed,
             "prompt": prediction.input.get("prompt"),
             "start_time": round(sim.provider_time(snap.started), 6),
@@ -185,7 +190,9 @@ def render_result(sim: Simulator, prediction: Prediction, request: Request) -> d
     elif snap.phase == "request_moderated":
         body["details"] = {"Moderation Reasons": ["Simulated input moderation"]}
     elif snap.phase in ("failed", "canceled", "aborted"):
-        body["details"] = {"error": "Simulated generation error"}
+        body["details"] = {
+            "error": padding.error(oversize, prediction, "Simulated generation error")
+        }
     return body
 
 
@@ -271,8 +278,10 @@ class BflApi:
             polling_url = f"https://api.{config.bfl_region}.bfl.ai/v1/get_result?id={created.id}"
         else:
             polling_url = f"{base_url(request)}/{config.bfl_region}/v1/get_result?id={created.id}"
+        oversize = config.oversized
+        polling_url = padding.url(polling_url, padding.size(oversize, "polling_url", created))
         has_input_image = any(body.get(n) for n in ("image", "input_image", "control_image"))
-        answer: dict[str, Any] = {"id": created.id}
+        answer: dict[str, Any] = {"id": padding.shown_id(oversize, created)}
         webhook_url = body.get("webhook_url")
         if webhook_url:
             # AsyncWebhookResponse: no polling_url to follow, so the client polls get_result by

@@ -238,6 +238,61 @@ class FaultSpec:
                 raise ValueError(f"{where}: {names} add up to {total:g}, more than 1")
 
 
+# The answer fields `Oversize` can blow up, each to a length (characters; `outputs`: a count).
+OVERSIZED_FIELDS = ("id", "polling_url", "output_url", "outputs", "error")
+
+
+@dataclass
+class Oversize:
+    """Answers that carry a field far beyond any sane size, as a broken or hostile provider's
+    might: each field set above 0 is made that long (`match`: only in answers about a
+    prediction whose prompt contains that text).
+
+    `id`: the prediction's id, in every answer that shows it (create, get, list); `polling_url`:
+    BFL's `polling_url` in the create answer; `output_url`: each output URL (Replicate's
+    `output`, BFL's `result.sample`); `outputs`: the number of output URLs of a succeeded
+    Replicate prediction (a list, whatever the model); `error`: a failed prediction's error
+    text (Replicate's `error`, BFL's `details`). Lengths are characters; a URL stays a working
+    URL (the padding is a query parameter the file host ignores).
+    """
+
+    id: int = 0
+    polling_url: int = 0
+    output_url: int = 0
+    outputs: int = 0
+    error: int = 0
+    match: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Oversize:
+        if not isinstance(data, dict):
+            raise ValueError(f"oversized must be an object, got {data!r}")
+        unknown = sorted(set(data) - {*OVERSIZED_FIELDS, "match"})
+        if unknown:
+            raise ValueError(
+                f"oversized: unknown field(s) {', '.join(unknown)}, use some of {OVERSIZED_FIELDS}"
+            )
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name == "match":
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise ValueError(
+                        f"oversized.match must be a non-empty string or null, got {value!r}"
+                    )
+                values[name] = value
+            elif _integer(f"oversized.{name}", value) < 0:
+                raise ValueError(f"oversized.{name} must not be negative")
+            else:
+                values[name] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def applies_to(self, prompt: str) -> bool:
+        return self.match is None or self.match in prompt
+
+
 @dataclass
 class SimConfig:
     """Everything that shapes the simulator's answers; every field has a realistic default.
@@ -299,8 +354,12 @@ class SimConfig:
     # a debugging proxy that copies the caller's Authorization / x-key value into error answers
     # and predictions' logs and errors, in these encodings (one of ECHO_ENCODINGS, or a list)
     echo_key: str | list[str] | None = None
+    # answers with fields far beyond any sane size (see `Oversize`); all off by default
+    oversized: Oversize = field(default_factory=Oversize)
 
     def __post_init__(self) -> None:
+        if isinstance(self.oversized, dict):
+            self.oversized = Oversize.from_dict(self.oversized)
         if isinstance(self.faults, dict):
             # let code write faults={"create": {"error_rate": 0.1}} as JSON would
             self.faults = {
@@ -401,6 +460,9 @@ class SimConfig:
             if not isinstance(spec, FaultSpec):
                 raise ValueError(f"faults.{route} must be a FaultSpec")
             spec.validate(route)
+        if not isinstance(self.oversized, Oversize):
+            raise ValueError("oversized must be an object")
+        Oversize.from_dict(self.oversized.to_dict())  # the same checks as JSON gets
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:
@@ -430,6 +492,7 @@ class SimConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["faults"] = {route: spec.to_dict() for route, spec in self.faults.items()}
+        data["oversized"] = self.oversized.to_dict()
         return data
 
     def merged(self, partial: dict[str, Any]) -> SimConfig:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runner.simulator import padding
 from runner.simulator._http import (
     Admitted,
     DroppedResponse,
@@ -215,15 +216,17 @@ def render_at(
         api = f"{UPSTREAM}/predictions/{prediction.id}"
     else:
         api = f"{base}/v1/predictions/{prediction.id}"
+    oversize = sim.config.oversized
     output: Any = None
     if snap.phase == "succeeded" and not removed:
-        urls = file_urls(sim, prediction, snap, base)
-        output = urls[0] if prediction.single_output else urls
+        urls = padding.outputs(oversize, prediction, file_urls(sim, prediction, snap, base))
+        many = len(urls) > 1 or not prediction.single_output
+        output = urls if many else urls[0]
     error = None
     if snap.phase in ("moderated", "request_moderated"):
         error = NSFW_ERROR
     elif snap.phase == "failed":
-        error = FAILURE_ERROR
+        error = padding.error(oversize, prediction, FAILURE_ERROR)
     logs = ""
     if snap.started is not None and not removed:
         logs = f"Using seed: {prediction.seed}\nRunning prediction...\n"
@@ -232,7 +235,7 @@ def render_at(
         elif error is not None:
             logs += f"{error}\n"
     body: dict[str, Any] = {
-        "id": prediction.id,
+        "id": padding.shown_id(oversize, prediction),
         "model": prediction.model,
         "version": prediction.version,
         # removed with the rest: an old prediction cannot be matched by its input

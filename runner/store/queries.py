@@ -201,12 +201,13 @@ def lease_owners() -> Executable:
 
 
 def orphaned_submits(now: float, error: str) -> Executable:
-    """Creates whose process died mid-call may have been billed: find out before anything."""
+    """Creates whose process died mid-call may have been billed: find out before anything.
+    A create nobody holds at all (its lease given back) is one too: nothing else moves it."""
     return (
         sa.update(jobs)
         .where(
             jobs.c.state == State.SUBMITTING.value,
-            jobs.c.lease_expires_at < now,
+            sa.or_(jobs.c.lease_expires_at < now, jobs.c.lease_expires_at.is_(None)),
         )
         .values(
             state=State.RECONCILING.value,
@@ -214,6 +215,7 @@ def orphaned_submits(now: float, error: str) -> Executable:
             lease_expires_at=None,
             error=error,
             strikes=0,
+            bugs=0,
             next_attempt_at=now,
             updated_at=now,
         )
@@ -439,6 +441,10 @@ def due_by_state(campaigns_: tuple[str, ...], states: tuple[State, ...]) -> Exec
         for state in states
     ]
     return sa.union_all(*per_state)
+
+
+def select_job(job_id: int) -> Executable:
+    return sa.select(jobs).where(jobs.c.id == job_id)
 
 
 def select_jobs(

@@ -10,10 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from runner.bounds import MAX_ID
+
 metadata = sa.MetaData()
 
 # The newest migration: the tables below are what it leaves (a test checks both).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 campaigns = sa.Table(
     "campaigns",
@@ -52,7 +54,7 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("polls", sa.Integer, nullable=False, server_default="0"),
     sa.Column("strikes", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("remote_id", sa.String(200), nullable=True),
+    sa.Column("remote_id", sa.String(MAX_ID), nullable=True),  # longer ids are refused
     sa.Column("polling_url", sa.Text, nullable=True),
     sa.Column("output_urls", sa.JSON, nullable=True),
     sa.Column("files", sa.JSON, nullable=True),
@@ -74,6 +76,9 @@ jobs = sa.Table(
     # When the result became ready, less when it was submitted, as well as the looks at it
     # tell (the poll schedule learns from it); NULL when they tell too little.
     sa.Column("generation_s", sa.Float, nullable=True),
+    # Unexpected errors (bugs) met while handling the job since its state last changed: a few
+    # are retried, then the job is given up (runner.states.on_bug).
+    sa.Column("bugs", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("campaign", "key", name="uq_jobs_campaign_key"),
     # Claiming: due jobs of a state, oldest due first.
     sa.Index("ix_jobs_state_due", "state", "next_attempt_at"),

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from runner import jsontext
+from runner.bounds import clip
 from runner.campaign import Campaign, CampaignSettings, JobSpec, ProviderConfig
 from runner.clash import Clash, Followed, Moved
 from runner.reconcile import Attempt
@@ -229,6 +230,7 @@ def _row_to_job(row: Any) -> Job:
         submitted_at=m["submitted_at"],
         ready_at=m["ready_at"],
         generation_s=m["generation_s"],
+        bugs=m["bugs"],
         finished_at=m["finished_at"],
         lease_owner=m["lease_owner"],
         lease_expires_at=m["lease_expires_at"],
@@ -669,6 +671,12 @@ class Store:
             rows = conn.execute(queries.recent_in_states(campaigns, states, limit))
             return [dict(row._mapping) for row in rows]
 
+    def job(self, job_id: int) -> Job | None:
+        """One job as the database holds it now."""
+        with self.read() as conn:
+            row = conn.execute(queries.select_job(job_id)).first()
+        return None if row is None else _row_to_job(row)
+
     def jobs(
         self, campaign: str, states: Iterable[State] | None = None, batch: int = 1000
     ) -> Iterator[Job]:
@@ -716,6 +724,11 @@ def _write_change(
     """Write one state change (releasing the job's lease or not); the rows it moved (0 when
     the job was not where the change expected, or not `owner`'s)."""
     values = {"state": change.to.value, **change.values}
+    if values.get("error") is not None:
+        # every error text, a provider's words or ours, is stored within one size
+        values["error"] = clip(str(values["error"]))
+    if change.to is not change.expect:
+        values.setdefault("bugs", 0)  # a job that moves on starts its count of bugs again
     if release:
         values.update(lease_owner=None, lease_expires_at=None)
     sql, params = queries.apply_change(

@@ -36,7 +36,7 @@ import anyio
 from runner import reconcile, states
 from runner.budget import allowance
 from runner.campaign import CampaignSettings, ProviderConfig, Style
-from runner.inputs import FileChangedError, has_files, materialize
+from runner.inputs import FileChangedError, has_files, materialize, sent_size
 from runner.limits import CreateRate, Share
 from runner.naming import job_fields, render_filename
 from runner.polling import Timing, usable_progress
@@ -59,6 +59,7 @@ from runner.stopping import CREATED, Next, Stop, after_stop, expired_warning, no
 from runner.store import Store
 from runner.store.store import WorkerInfo
 from runner.worker.batch import GroupCommit
+from runner.worker.bugs import bug_site, bug_text, bug_trace, key_of
 from runner.worker.download import (
     DownloadError,
     Fetched,
@@ -75,7 +76,6 @@ from runner.worker.liveness import owner_is_dead, pid_is_dead
 log = logging.getLogger("runner.worker")
 CLAIMABLE = (State.QUEUED, State.RUNNING, State.DOWNLOADING, State.RECONCILING)
 COALESCE = 0.002  # seconds: finished tasks within this window share one round of claims
-BUG_BACKOFF = 30.0  # seconds before a job that hit an unexpected error is tried again
 PROBE_FLOOR = 0.05  # seconds between probes even when waits are scaled to nothing
 T = TypeVar("T")
 
@@ -224,6 +224,7 @@ class Worker:
         self.pauses = SavePauses()
         self._devices: dict[str, int] = {}
         self._local_tries: Counter[int] = Counter()  # per job: saves failed locally in a row
+        self._bug_sites: set[tuple[str, str]] = set()  # bugs whose traceback was logged
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -505,9 +506,9 @@ class Worker:
         async def run() -> None:
             try:
                 await fn(job)
-            except Exception:  # a bug must not take the other jobs down, nor spin on one
-                log.exception("unexpected error on job %s (%s)", job.key, kind)
-                await self._release(job, due_at=self.clock() + BUG_BACKOFF * time_scale())
+            except Exception as exc:  # a bug must not take the other jobs down, nor spin on one
+                with anyio.CancelScope(shield=True):
+                    await self._bug(job, kind, exc)
             finally:
                 self.in_hand[kind] -= 1
                 if kind == "submit":
@@ -515,6 +516,61 @@ class Worker:
                 self.wake()
 
         tg.start_soon(run)
+
+    async def _bug(self, job: Job, kind: str, exc: Exception) -> None:
+        """A job's handler raised something unexpected: retry it a few times, then give it up
+        (`states.on_bug`), with one log line each time and the traceback only the first time
+        that bug is seen (every time at -v). Should even that fail (the database is gone), the
+        job's lease runs out and it is taken back then."""
+        secrets = key_of(self.campaigns[job.campaign].settings)
+        text = bug_text(exc, secrets)
+        site = bug_site(exc)
+        trace = ""
+        if site not in self._bug_sites or log.isEnabledFor(logging.DEBUG):
+            self._bug_sites.add(site)
+            trace = "\n" + bug_trace(exc, secrets)
+        try:
+            fresh = await self._db_call(self.store.job, job.id)
+            change = None
+            if fresh is not None and fresh.lease_owner == self.owner:
+                change = states.on_bug(fresh, text, self.clock(), self.policy, self.rng)
+            if change is None:
+                log.error("unexpected error on job %s (%s): %s%s", job.key, kind, text, trace)
+                await self._release(job)
+                return
+            if change.to is change.expect:
+                wait = max(0.0, change.values["next_attempt_at"] - self.clock())
+                log.warning(
+                    "unexpected error on job %s (%s), %d of %d allowed; trying again in %.1fs: "
+                    "%s%s",
+                    job.key,
+                    kind,
+                    change.values["bugs"],
+                    states.MAX_BUGS,
+                    wait,
+                    text,
+                    trace,
+                )
+            else:
+                log.error(
+                    "unexpected error on job %s (%s); it is now %s: %s%s",
+                    job.key,
+                    kind,
+                    change.to,
+                    change.values.get("error"),
+                    trace,
+                )
+            await self._apply(change)
+        except Exception as again:
+            log.error(
+                "unexpected error on job %s (%s): %s; and it could not be recorded (%s): the job "
+                "is taken back when its lease runs out%s",
+                job.key,
+                kind,
+                text,
+                bug_text(again, secrets),
+                trace,
+            )
 
     async def _heartbeat(self) -> None:
         interval = self.options.lease_seconds / 4
@@ -636,9 +692,11 @@ class Worker:
                 # The whole account is throttled, not just this job: slow every create down.
                 runtime.account.bucket.throttled(self.clock(), error.retry_after)
             log.info("create %s: %s -> %s", job.key, error, outcome.change.to)
+        except Exception:
+            raise  # a bug: `_bug` reconciles it, the job still ours
         except BaseException:
-            # Cancelled (second Ctrl-C) or a bug while the request may have been out: the
-            # provider may have created and billed it. Never resend blindly.
+            # Cancelled (second Ctrl-C) while the request may have been out: the provider
+            # may have created and billed it. Never resend blindly.
             with anyio.CancelScope(shield=True):
                 await self._apply(
                     states.to_reconcile(job, self.clock(), "interrupted while creating")
@@ -680,9 +738,13 @@ class Worker:
             return
         assert job.remote_id is not None
         try:
-            status = await provider.poll(Handle(job.remote_id, job.polling_url))
+            # the answer may show the job's input (Replicate's does): it is allowed that much more
+            handle = Handle(job.remote_id, job.polling_url, echo=sent_size(job.input))
+            status = await provider.poll(handle)
         except ProviderError as error:
             outcome = states.on_poll_error(job, error, self.clock(), self.policy, self.rng)
+        except Exception:
+            raise  # a bug: `_bug` decides, the job still ours
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._release(job)
@@ -777,6 +839,8 @@ class Worker:
             change = states.on_reconcile_error(job, error, self.clock(), self.policy, self.rng)
             await self._apply(change)
             return
+        except Exception:
+            raise  # a bug: `_bug` decides, the job still ours
         except BaseException:
             await self._release(job)
             raise
@@ -864,11 +928,12 @@ class Worker:
                 local_tries=tries,
             )
             log.info("download %s: %s -> %s", job.key, error, change.to)
-        except BaseException:
+        except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 if fetched is not None:  # harmless once saved: its temporary file is gone
                     await anyio.to_thread.run_sync(fetched.discard)
-                await self._release(job)
+                if not isinstance(exc, Exception):  # a bug: `_bug` decides, the job still ours
+                    await self._release(job)
             raise
         else:
             self.report.downloaded += 1
